@@ -1,0 +1,134 @@
+//! Blocking drivers of the handshake machine, shared by `Client` and by the
+//! upgrade methods of `Connection<Unverified>`.
+
+use std::time::{Duration, Instant};
+
+use crate::connection::{Authenticated, Connection, Unverified};
+use crate::error::{AuthError, Error, Result};
+use crate::key::{AuthKey, fill_random};
+use crate::proto::auth::{AuthPolicy, Digest, Handshake, MAX_MESSAGE, NONCE_LEN, Role, Status};
+use crate::proto::frame::MAX_HEADER;
+use crate::sys::Interest;
+use crate::transport::{retry, write_all};
+
+/// The default total deadline for one handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of the authentication handshake, shared by listeners and clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandshakeOptions {
+    pub timeout: Duration,
+    pub policy: AuthPolicy,
+    pub allow_short_key: bool,
+}
+
+impl Default for HandshakeOptions {
+    fn default() -> Self {
+        HandshakeOptions {
+            timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            policy: AuthPolicy::default(),
+            allow_short_key: false,
+        }
+    }
+}
+
+impl HandshakeOptions {
+    pub(crate) fn set_digest(&mut self, digest: Digest) {
+        self.policy.challenge_digest = digest;
+    }
+
+    /// Checks the key and starts a machine for `role` with a fresh nonce.
+    pub(crate) fn start(&self, role: Role, key: &AuthKey) -> Result<Handshake> {
+        key.check_len(self.allow_short_key)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        Ok(Handshake::new(role, key.clone(), self.policy, nonce))
+    }
+
+    pub(crate) fn run_as_server(
+        &self,
+        conn: Connection<Unverified>,
+        authkey: &[u8],
+    ) -> Result<Connection<Authenticated>> {
+        self.run(conn, Role::Server, &AuthKey::new(authkey))
+    }
+
+    pub(crate) fn run_as_client(
+        &self,
+        conn: Connection<Unverified>,
+        authkey: &[u8],
+    ) -> Result<Connection<Authenticated>> {
+        self.run(conn, Role::Client, &AuthKey::new(authkey))
+    }
+
+    pub(crate) fn run(
+        &self,
+        mut conn: Connection<Unverified>,
+        role: Role,
+        key: &AuthKey,
+    ) -> Result<Connection<Authenticated>> {
+        let mut hs = self.start(role, key)?;
+        let deadline = Instant::now().checked_add(self.timeout);
+        drive_blocking(&mut conn, &mut hs, deadline)?;
+        Ok(conn.into_authenticated())
+    }
+}
+
+/// Runs `hs` to its end over a blocking connection. Bytes the connection had
+/// already read ahead are fed first; the machine never reads past its last
+/// message, so whatever follows stays for the connection.
+fn drive_blocking(
+    conn: &mut Connection<Unverified>,
+    hs: &mut Handshake,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut buf = [0u8; MAX_HEADER + MAX_MESSAGE];
+    loop {
+        if !hs.output().is_empty() {
+            let sent = write_all(conn.stream(), hs.output(), deadline);
+            let n = hs.output().len();
+            hs.consume_output(n);
+            if let Err(e) = sent {
+                // A verdict the peer cannot read any more is no loss.
+                if !matches!(hs.status(), Status::Failed(_)) {
+                    return Err(handshake_io(e));
+                }
+            }
+        }
+        match hs.status() {
+            Status::Done => return Ok(()),
+            Status::Failed(e) => return Err(Error::Auth(e.clone())),
+            Status::InProgress => {}
+        }
+        let want = hs.wants().min(buf.len());
+        let early = conn.reader_mut()?.take_buffered(&mut buf[..want]);
+        let n = if early > 0 {
+            early
+        } else {
+            let stream = conn.stream();
+            retry(stream, Interest::Readable, deadline, |s| s.read(&mut buf[..want]))
+                .map_err(handshake_io)?
+        };
+        match n {
+            0 => hs.peer_closed(),
+            n => {
+                hs.feed(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// Errors of the transport during a handshake, in the handshake's terms.
+fn handshake_io(e: Error) -> Error {
+    match e {
+        Error::Timeout => Error::Auth(AuthError::TimedOut),
+        Error::Io(io) if matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) =>
+        {
+            Error::Auth(AuthError::PeerClosed)
+        }
+        other => other,
+    }
+}

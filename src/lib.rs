@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod connection;
+mod error;
+mod handshake;
+mod key;
+mod pipe;
+mod proto;
+mod sys;
+mod transport;
+
+pub use connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
+pub use error::{AddressError, AuthError, CodecError, Error, ProtocolError, Result};
+pub use handshake::DEFAULT_HANDSHAKE_TIMEOUT;
+pub use key::{AuthKey, MIN_KEY_LEN};
+pub use pipe::{pipe, pipe_simplex};
+pub use proto::auth::Digest;

@@ -1,0 +1,42 @@
+//! `pipe()` and `pipe_simplex()`: connected pairs inside one process tree.
+
+use std::net::Shutdown;
+
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::sys;
+
+/// A connected pair of duplex connections, like Python's `Pipe()`.
+///
+/// On Unix this is a socketpair; both descriptors are close-on-exec, so a
+/// child process inherits neither unless you hand it over on purpose. Both
+/// ends are trusted: nothing but this process could have created them.
+///
+/// # Errors
+/// [`Error::Io`](crate::Error::Io) when the system is out of descriptors.
+pub fn pipe() -> Result<(Connection, Connection)> {
+    let (a, b) = sys::Stream::pair()?;
+    Ok((
+        Connection::from_stream(a, true, true),
+        Connection::from_stream(b, true, true),
+    ))
+}
+
+/// A one-way pair, returned as `(receiver, sender)` like Python's
+/// `Pipe(duplex=False)`.
+///
+/// Sending on the receiver is [`Error::NotWritable`](crate::Error::NotWritable)
+/// and receiving on the sender is
+/// [`Error::NotReadable`](crate::Error::NotReadable).
+///
+/// # Errors
+/// [`Error::Io`](crate::Error::Io) when the system is out of descriptors.
+pub fn pipe_simplex() -> Result<(Connection, Connection)> {
+    let (r, w) = sys::Stream::pair()?;
+    r.shutdown(Shutdown::Write)?;
+    w.shutdown(Shutdown::Read)?;
+    Ok((
+        Connection::from_stream(r, true, false),
+        Connection::from_stream(w, false, true),
+    ))
+}

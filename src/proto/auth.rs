@@ -1,0 +1,424 @@
+//! The authentication handshake as a sans-I/O state machine.
+//!
+//! Bytes go in through [`Handshake::feed`], frames to send come out of
+//! [`Handshake::output`], and [`Handshake::status`] gives the verdict. The
+//! machine never asks for more bytes than the message it is reading still
+//! needs, so a driver that reads exactly [`Handshake::wants`] bytes leaves
+//! whatever the peer sent after the handshake in the socket, for the
+//! connection to read as ordinary messages.
+//!
+//! Order (CPython's `deliver_challenge` / `answer_challenge`):
+//!
+//! ```text
+//! server                                    client
+//!   #CHALLENGE#{sha256}nonce  ------------>
+//!                             <------------  {sha256}mac, #CHALLENGE#{sha256}nonce'
+//!   #WELCOME#, {sha256}mac'   ------------>
+//!                             <------------  #WELCOME#
+//! ```
+//!
+//! CPython's client sends its challenge only after reading `#WELCOME#`; this
+//! client sends it together with its answer, which removes two one-way trips
+//! and is invisible to a CPython server (it reads one message at a time).
+
+use hmac::{Hmac, KeyInit, Mac, SimpleHmac};
+
+use super::frame::{self, MAX_HEADER};
+use crate::error::AuthError;
+use crate::key::AuthKey;
+
+/// Length of the random part of a challenge (CPython's `MESSAGE_LENGTH`).
+pub const NONCE_LEN: usize = 40;
+/// The largest handshake message either side reads.
+pub const MAX_MESSAGE: usize = 256;
+
+const CHALLENGE: &[u8] = b"#CHALLENGE#";
+const WELCOME: &[u8] = b"#WELCOME#";
+const FAILURE: &[u8] = b"#FAILURE#";
+/// A Python <= 3.11 server's challenge: 20 random bytes, no digest prefix.
+const LEGACY_CHALLENGE_LEN: usize = 20;
+/// A legacy client's answer: a bare HMAC-MD5.
+const LEGACY_RESPONSE_LEN: usize = 16;
+
+/// The HMAC digests of CPython's `_ALLOWED_DIGESTS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Digest {
+    /// HMAC-MD5: legacy only, refused unless explicitly allowed.
+    Md5,
+    /// HMAC-SHA256, the default.
+    Sha256,
+    /// HMAC-SHA384.
+    Sha384,
+    /// HMAC-SHA3-256.
+    Sha3_256,
+    /// HMAC-SHA3-384.
+    Sha3_384,
+}
+
+impl Digest {
+    const ALL: [Digest; 5] = [
+        Digest::Md5,
+        Digest::Sha256,
+        Digest::Sha384,
+        Digest::Sha3_256,
+        Digest::Sha3_384,
+    ];
+
+    /// The name CPython writes between the braces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Digest::Md5 => "md5",
+            Digest::Sha256 => "sha256",
+            Digest::Sha384 => "sha384",
+            Digest::Sha3_256 => "sha3_256",
+            Digest::Sha3_384 => "sha3_384",
+        }
+    }
+
+    fn from_name(name: &[u8]) -> Option<Digest> {
+        Digest::ALL.into_iter().find(|d| d.name().as_bytes() == name)
+    }
+
+    fn mac(self, key: &[u8], message: &[u8]) -> Vec<u8> {
+        fn run<M: Mac + KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
+            // HMAC takes keys of any length; new_from_slice cannot fail.
+            let mut mac = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+            mac.update(message);
+            mac.finalize().into_bytes().to_vec()
+        }
+        match self {
+            Digest::Md5 => run::<Hmac<md5::Md5>>(key, message),
+            Digest::Sha256 => run::<Hmac<sha2::Sha256>>(key, message),
+            Digest::Sha384 => run::<Hmac<sha2::Sha384>>(key, message),
+            Digest::Sha3_256 => run::<SimpleHmac<sha3::Sha3_256>>(key, message),
+            Digest::Sha3_384 => run::<SimpleHmac<sha3::Sha3_384>>(key, message),
+        }
+    }
+
+    /// Constant-time check of `tag` against the HMAC of `message`.
+    fn verify(self, key: &[u8], message: &[u8], tag: &[u8]) -> bool {
+        fn run<M: Mac + KeyInit>(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
+            let mut mac = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+            mac.update(message);
+            mac.verify_slice(tag).is_ok()
+        }
+        match self {
+            Digest::Md5 => run::<Hmac<md5::Md5>>(key, message, tag),
+            Digest::Sha256 => run::<Hmac<sha2::Sha256>>(key, message, tag),
+            Digest::Sha384 => run::<Hmac<sha2::Sha384>>(key, message, tag),
+            Digest::Sha3_256 => run::<SimpleHmac<sha3::Sha3_256>>(key, message, tag),
+            Digest::Sha3_384 => run::<SimpleHmac<sha3::Sha3_384>>(key, message, tag),
+        }
+    }
+}
+
+/// What a side accepts from its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// The digest named in the challenges this side sends.
+    pub challenge_digest: Digest,
+    /// Accept HMAC-MD5, bare (Python <= 3.11) or named.
+    pub allow_legacy_md5: bool,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            challenge_digest: Digest::Sha256,
+            allow_legacy_md5: false,
+        }
+    }
+}
+
+/// Which side of the handshake a machine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Delivers a challenge first, then answers one (the listener).
+    Server,
+    /// Answers a challenge first, then delivers one (the client).
+    Client,
+}
+
+/// Where the handshake stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// More bytes are needed, or output is waiting to be sent.
+    InProgress,
+    /// Both sides proved the key. Send what [`Handshake::output`] still holds
+    /// (the client's final `#WELCOME#`) before using the connection.
+    Done,
+    /// The handshake failed. [`Handshake::output`] may still hold a
+    /// `#FAILURE#` verdict worth sending before closing.
+    Failed(AuthError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The peer's `#CHALLENGE#...`.
+    Challenge,
+    /// The peer's answer to our challenge.
+    Response,
+    /// The peer's verdict on our answer.
+    Verdict,
+}
+
+/// One handshake, for one role.
+pub struct Handshake {
+    role: Role,
+    key: AuthKey,
+    policy: AuthPolicy,
+    /// The challenge message we deliver (`{digest}` + nonce), what the peer must MAC.
+    ours: Vec<u8>,
+    /// What we wait for next; `None` once finished.
+    expect: Option<Expect>,
+    status: Status,
+    /// The incoming frame, header and payload, as far as it has arrived.
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("role", &self.role)
+            .field("expect", &self.expect)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    /// Starts a handshake. The server's challenge is queued at once; the
+    /// client waits for the server's.
+    pub fn new(role: Role, key: AuthKey, policy: AuthPolicy, nonce: [u8; NONCE_LEN]) -> Self {
+        let mut ours = Vec::with_capacity(16 + NONCE_LEN);
+        ours.push(b'{');
+        ours.extend_from_slice(policy.challenge_digest.name().as_bytes());
+        ours.push(b'}');
+        ours.extend_from_slice(&nonce);
+        let mut hs = Handshake {
+            role,
+            key,
+            policy,
+            ours,
+            expect: None,
+            status: Status::InProgress,
+            input: Vec::with_capacity(MAX_HEADER + MAX_MESSAGE),
+            output: Vec::with_capacity(128),
+        };
+        match role {
+            Role::Server => {
+                hs.queue_challenge();
+                hs.expect = Some(Expect::Response);
+            }
+            Role::Client => hs.expect = Some(Expect::Challenge),
+        }
+        hs
+    }
+
+    /// The verdict so far.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// Marks the first `n` bytes of [`output`](Self::output) as sent.
+    pub fn consume_output(&mut self, n: usize) {
+        self.output.drain(..n.min(self.output.len()));
+    }
+
+    /// How many bytes the machine can take before it has a whole message:
+    /// never more than the rest of the message being read, and 0 when it
+    /// expects nothing.
+    pub fn wants(&self) -> usize {
+        if self.expect.is_none() {
+            return 0;
+        }
+        match frame::parse_header(&self.input) {
+            Ok(Some(h)) => (h.header_len + h.payload_len as usize).saturating_sub(self.input.len()),
+            Ok(None) => frame::header_bytes_missing(&self.input),
+            // Unreachable: feed() fails the machine on a bad header.
+            Err(_) => 0,
+        }
+    }
+
+    /// Takes up to `bytes.len()` bytes of input and returns how many it used:
+    /// all of them while messages are incomplete, fewer once the handshake
+    /// has finished (the rest belongs to the connection).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> usize {
+        let start = bytes.len();
+        while !bytes.is_empty() {
+            let want = self.wants();
+            if want == 0 {
+                break;
+            }
+            let take = want.min(bytes.len());
+            self.input.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if let Err(e) = self.advance() {
+                self.fail(e);
+            }
+        }
+        start - bytes.len()
+    }
+
+    /// The peer closed its end: a failure unless the handshake had finished.
+    pub fn peer_closed(&mut self) {
+        if self.expect.is_some() {
+            self.fail(AuthError::PeerClosed);
+        }
+    }
+
+    /// Checks the frame in `input`; when it is whole, acts on it.
+    fn advance(&mut self) -> Result<(), AuthError> {
+        let header = match frame::parse_header(&self.input) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(AuthError::Malformed("negative frame length")),
+        };
+        if header.payload_len > MAX_MESSAGE as u64 {
+            return Err(AuthError::MessageTooLarge(header.payload_len));
+        }
+        if self.input.len() < header.header_len + header.payload_len as usize {
+            return Ok(());
+        }
+        let message = self.input.split_off(header.header_len);
+        self.input.clear();
+        match self.expect {
+            Some(Expect::Challenge) => self.on_challenge(&message),
+            Some(Expect::Response) => self.on_response(&message),
+            Some(Expect::Verdict) => self.on_verdict(&message),
+            None => Ok(()),
+        }
+    }
+
+    fn on_challenge(&mut self, message: &[u8]) -> Result<(), AuthError> {
+        let Some(challenge) = message.strip_prefix(CHALLENGE) else {
+            return Err(AuthError::Malformed("expected #CHALLENGE#"));
+        };
+        let answer = self.answer(challenge)?;
+        self.queue(&answer);
+        if self.role == Role::Client {
+            // Pipelined: our challenge rides with our answer.
+            self.queue_challenge();
+        }
+        self.expect = Some(Expect::Verdict);
+        Ok(())
+    }
+
+    /// The MAC a peer holding our key would send for `challenge`.
+    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if challenge.len() == LEGACY_CHALLENGE_LEN {
+            if !self.policy.allow_legacy_md5 {
+                return Err(AuthError::LegacyRefused);
+            }
+            return Ok(Digest::Md5.mac(self.key.as_bytes(), challenge));
+        }
+        if challenge.len() < LEGACY_CHALLENGE_LEN {
+            return Err(AuthError::Malformed("challenge too short"));
+        }
+        let (digest, _) = self.named_digest(challenge)?;
+        let mut answer = Vec::with_capacity(64);
+        answer.push(b'{');
+        answer.extend_from_slice(digest.name().as_bytes());
+        answer.push(b'}');
+        answer.extend_from_slice(&digest.mac(self.key.as_bytes(), challenge));
+        Ok(answer)
+    }
+
+    /// Splits `{name}rest`, refusing names this side does not allow.
+    fn named_digest<'m>(&self, message: &'m [u8]) -> Result<(Digest, &'m [u8]), AuthError> {
+        let inner = message
+            .strip_prefix(b"{")
+            .ok_or(AuthError::Malformed("missing {digest} prefix"))?;
+        let close = inner
+            .iter()
+            .take(MAX_DIGEST_NAME + 1)
+            .position(|&b| b == b'}')
+            .ok_or(AuthError::Malformed("missing {digest} prefix"))?;
+        let name = &inner[..close];
+        let digest = Digest::from_name(name)
+            .ok_or_else(|| AuthError::DigestRefused(String::from_utf8_lossy(name).into_owned()))?;
+        if digest == Digest::Md5 && !self.policy.allow_legacy_md5 {
+            return Err(AuthError::LegacyRefused);
+        }
+        Ok((digest, &inner[close + 1..]))
+    }
+
+    fn on_response(&mut self, response: &[u8]) -> Result<(), AuthError> {
+        let verdict = self.check_response(response);
+        self.queue(if verdict.is_ok() { WELCOME } else { FAILURE });
+        verdict?;
+        match self.role {
+            Role::Server => self.expect = Some(Expect::Challenge),
+            Role::Client => self.finish(),
+        }
+        Ok(())
+    }
+
+    fn check_response(&self, response: &[u8]) -> Result<(), AuthError> {
+        let key = self.key.as_bytes();
+        if response.len() == LEGACY_RESPONSE_LEN {
+            if !self.policy.allow_legacy_md5 {
+                return Err(AuthError::LegacyRefused);
+            }
+            return match Digest::Md5.verify(key, &self.ours, response) {
+                true => Ok(()),
+                false => Err(AuthError::WrongDigest),
+            };
+        }
+        let (digest, tag) = self.named_digest(response)?;
+        match digest.verify(key, &self.ours, tag) {
+            true => Ok(()),
+            false => Err(AuthError::WrongDigest),
+        }
+    }
+
+    fn on_verdict(&mut self, verdict: &[u8]) -> Result<(), AuthError> {
+        if verdict != WELCOME {
+            return Err(AuthError::Rejected);
+        }
+        match self.role {
+            Role::Server => self.finish(),
+            // Our challenge already went out with our answer.
+            Role::Client => self.expect = Some(Expect::Response),
+        }
+        Ok(())
+    }
+
+    fn queue_challenge(&mut self) {
+        let mut message = Vec::with_capacity(CHALLENGE.len() + self.ours.len());
+        message.extend_from_slice(CHALLENGE);
+        message.extend_from_slice(&self.ours);
+        self.queue(&message);
+    }
+
+    fn queue(&mut self, payload: &[u8]) {
+        let mut header = [0; MAX_HEADER];
+        let n = frame::encode_header(payload.len() as u64, &mut header);
+        self.output.extend_from_slice(&header[MAX_HEADER - n..]);
+        self.output.extend_from_slice(payload);
+    }
+
+    fn finish(&mut self) {
+        self.expect = None;
+        self.status = Status::Done;
+    }
+
+    fn fail(&mut self, e: AuthError) {
+        self.expect = None;
+        self.input.clear();
+        self.status = Status::Failed(e);
+    }
+}
+
+/// CPython's `_MAX_DIGEST_LEN`: the longest name it looks for between braces.
+const MAX_DIGEST_NAME: usize = 20;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! The protocol without I/O: frame headers, the handshake machine, the codec.
+//!
+//! Nothing here touches a socket or names a platform, so everything is unit
+//! tested and fuzzed on plain bytes. The transports and the listener drive
+//! these pieces.
+
+pub mod auth;
+pub mod codec;
+pub mod frame;
+mod guard;

@@ -1,0 +1,142 @@
+//! Unix: every transport is a socket descriptor.
+
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+
+use super::Interest;
+
+/// `send` flags: never raise SIGPIPE on a peer that has gone away.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// A connected stream socket (Unix domain or TCP).
+#[derive(Debug)]
+pub struct Stream(Socket);
+
+impl Stream {
+    /// A connected pair of Unix stream sockets, both close-on-exec.
+    pub fn pair() -> io::Result<(Stream, Stream)> {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
+        let (a, b) = (Stream::from_socket(a)?, Stream::from_socket(b)?);
+        Ok((a, b))
+    }
+
+    /// Wraps a connected socket, turning off SIGPIPE where the platform
+    /// needs a socket option for that.
+    pub fn from_socket(socket: Socket) -> io::Result<Stream> {
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        socket.set_nosigpipe(true)?;
+        Ok(Stream(socket))
+    }
+
+    /// The underlying socket.
+    pub fn socket(&self) -> &Socket {
+        &self.0
+    }
+
+    /// One `recv` into `buf`.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &self.0, buf)
+    }
+
+    /// One `recv` of at most `max` bytes into the spare capacity of `v`,
+    /// which the caller has reserved; the bytes read are appended to `v`.
+    pub fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let spare = v.spare_capacity_mut();
+        let take = spare.len().min(max);
+        let n = self.0.recv(&mut spare[..take])?;
+        let len = v.len() + n;
+        // SAFETY: recv wrote and so initialised the first n bytes of the spare
+        // capacity (socket2's contract for `recv` on MaybeUninit buffers), and
+        // n <= take <= spare capacity, so len <= capacity.
+        unsafe { v.set_len(len) };
+        Ok(n)
+    }
+
+    /// One vectored send that never raises SIGPIPE.
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.send_vectored_with_flags(bufs, SEND_FLAGS)
+    }
+
+    /// Waits until the socket is ready for `interest` or `deadline` passes.
+    /// Returns `false` on timeout. Error and hang-up conditions count as
+    /// ready: the next read or write reports them.
+    pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+        wait_fd(self.0.as_fd(), interest, deadline)
+    }
+
+    /// Shuts down one or both directions.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.0.shutdown(how)
+    }
+
+    /// Switches between blocking and non-blocking mode.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl From<Stream> for OwnedFd {
+    fn from(s: Stream) -> OwnedFd {
+        s.0.into()
+    }
+}
+
+/// `poll(2)` on one descriptor with a deadline; `false` on timeout.
+pub fn wait_fd(fd: BorrowedFd<'_>, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Readable => libc::POLLIN,
+        Interest::Writable => libc::POLLOUT,
+    };
+    loop {
+        let timeout_ms: libc::c_int = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so that a wait never ends before its deadline.
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                ms.min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: pfd is a valid, initialised pollfd that lives across the
+        // call, and nfds is 1, matching the single entry passed.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        match n {
+            n if n > 0 => return Ok(true),
+            0 => match deadline {
+                Some(d) if Instant::now() >= d => return Ok(false),
+                // poll's millisecond clock can wake a hair early; go again.
+                _ => continue,
+            },
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

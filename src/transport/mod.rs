@@ -1,0 +1,71 @@
+//! Messages over byte streams: the buffered frame reader and the vectored
+//! frame writer, generic over [`ByteStream`] so that unit tests can drive them
+//! with streams that chunk, interrupt and short-write at will.
+
+use std::io::{self, IoSlice};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::sys::{self, Interest};
+
+mod reader;
+mod writer;
+
+pub(crate) use reader::FrameReader;
+pub(crate) use writer::{write_all, write_frame};
+
+/// What the reader and writer need from a connected byte stream.
+pub(crate) trait ByteStream {
+    /// One read into `buf`; `Ok(0)` is end of stream.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// One read of at most `max` bytes appended to `v`'s reserved capacity.
+    fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+    /// One vectored write.
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Readiness with a deadline; `false` on timeout.
+    fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool>;
+}
+
+impl ByteStream for sys::Stream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::Stream::read(self, buf)
+    }
+    fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        sys::Stream::read_spare(self, v, max)
+    }
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sys::Stream::write_vectored(self, bufs)
+    }
+    fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+        sys::Stream::wait(self, interest, deadline)
+    }
+}
+
+/// Runs one I/O operation until it completes: retries EINTR, waits out
+/// `WouldBlock` on non-blocking streams, and when a deadline is set waits for
+/// readiness first so that the operation itself cannot block past it.
+pub(crate) fn retry<S: ByteStream + ?Sized>(
+    stream: &S,
+    interest: Interest,
+    deadline: Option<Instant>,
+    mut op: impl FnMut(&S) -> io::Result<usize>,
+) -> Result<usize> {
+    loop {
+        if deadline.is_some() && !stream.wait(interest, deadline)? {
+            return Err(Error::Timeout);
+        }
+        match op(stream) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if deadline.is_none() {
+                    stream.wait(interest, None)?;
+                }
+            }
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake;

@@ -1,0 +1,294 @@
+//! The buffered, resumable frame reader.
+//!
+//! Small frames are read through a 64 KiB buffer, so one `read` can carry many
+//! of them; a payload of a buffer's size or more is read straight into its
+//! destination. A header's claim is never allocated up front: an owned
+//! payload grows with what has actually arrived. A receive that times out
+//! keeps its progress, so the next receive continues the same message.
+
+use std::time::Instant;
+
+use super::{ByteStream, retry};
+use crate::error::{Error, ProtocolError, Result};
+use crate::proto::frame;
+use crate::sys::Interest;
+
+/// Size of the read buffer, and the payload size from which reads bypass it.
+pub(crate) const READ_BUF: usize = 64 * 1024;
+
+/// A frame whose header has been consumed.
+#[derive(Debug)]
+struct Partial {
+    len: usize,
+    /// The payload received so far, when a receive stopped half-way.
+    data: Vec<u8>,
+}
+
+/// Reads frames from a byte stream.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    /// Bytes read ahead; `buf[pos..]` are not consumed yet.
+    buf: Vec<u8>,
+    pos: usize,
+    partial: Option<Partial>,
+    /// A framing error left the stream at an unknown position.
+    broken: bool,
+    max_message: u64,
+}
+
+impl FrameReader {
+    pub(crate) fn new(max_message: u64) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            pos: 0,
+            partial: None,
+            broken: false,
+            max_message,
+        }
+    }
+
+    pub(crate) fn set_max_message(&mut self, max: u64) {
+        self.max_message = max;
+    }
+
+    pub(crate) fn max_message(&self) -> u64 {
+        self.max_message
+    }
+
+    /// Whether bytes of a next message are already here, so a poll must not wait.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.pos < self.buf.len() || self.partial.as_ref().is_some_and(|p| !p.data.is_empty())
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Receives one message and hands its payload to `f`, straight from the
+    /// read buffer when the whole frame is there.
+    pub(crate) fn read_with<S: ByteStream + ?Sized, R>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let len = self.start(stream, deadline)?;
+        if self.partial.as_ref().is_some_and(|p| p.data.is_empty()) && self.buffered().len() >= len
+        {
+            self.partial = None;
+            let start = self.pos;
+            self.pos += len;
+            return Ok(f(&self.buf[start..start + len]));
+        }
+        let owned = self.finish_owned(stream, deadline)?;
+        Ok(f(&owned))
+    }
+
+    /// Receives one message into a new `Vec`.
+    pub(crate) fn read_owned<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
+        let len = self.start(stream, deadline)?;
+        if self.partial.as_ref().is_some_and(|p| p.data.is_empty()) && self.buffered().len() >= len
+        {
+            self.partial = None;
+            let start = self.pos;
+            self.pos += len;
+            return Ok(self.buf[start..start + len].to_vec());
+        }
+        self.finish_owned(stream, deadline)
+    }
+
+    /// Receives one message into `out` and returns its length. A message
+    /// longer than `out` is returned whole inside [`Error::BufferTooShort`].
+    pub(crate) fn read_into<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let len = self.start(stream, deadline)?;
+        if len > out.len() {
+            return Err(Error::BufferTooShort(self.finish_owned(stream, deadline)?));
+        }
+        let out = &mut out[..len];
+        let mut got = 0;
+        if let Some(p) = self.partial.as_mut() {
+            got = p.data.len();
+            out[..got].copy_from_slice(&p.data);
+        }
+        while got < len {
+            let take = (len - got).min(self.buffered().len());
+            if take > 0 {
+                out[got..got + take].copy_from_slice(&self.buf[self.pos..self.pos + take]);
+                self.pos += take;
+                got += take;
+                continue;
+            }
+            let direct = len - got >= READ_BUF;
+            let step = if direct {
+                retry(stream, Interest::Readable, deadline, |s| s.read(&mut out[got..]))
+            } else {
+                self.fill(stream, deadline)
+            };
+            match step {
+                Ok(0) => return Err(self.truncated(len, got)),
+                Ok(n) if direct => got += n,
+                Ok(_) => {}
+                Err(e) => {
+                    // Keep what arrived so that the next receive resumes here.
+                    if let Some(p) = self.partial.as_mut() {
+                        p.data.clear();
+                        p.data.extend_from_slice(&out[..got]);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.partial = None;
+        Ok(len)
+    }
+
+    /// Reads and consumes the next header, unless a frame is already under
+    /// way, and returns the payload length. Leaves `partial` set.
+    fn start<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<usize> {
+        if self.broken {
+            return Err(Error::Protocol(ProtocolError::Desynchronized));
+        }
+        if let Some(p) = &self.partial {
+            return Ok(p.len);
+        }
+        loop {
+            match frame::parse_header(self.buffered()) {
+                Err(e) => {
+                    self.broken = true;
+                    return Err(Error::Protocol(e));
+                }
+                Ok(Some(h)) => {
+                    if h.payload_len > self.max_message {
+                        self.broken = true;
+                        return Err(Error::MessageTooLarge {
+                            len: h.payload_len,
+                            max: self.max_message,
+                        });
+                    }
+                    self.pos += h.header_len;
+                    // max_message is a usize-sized limit, so this cannot truncate.
+                    let len = usize::try_from(h.payload_len)
+                        .map_err(|_| Error::Protocol(ProtocolError::BadExtendedLength(h.payload_len)))?;
+                    self.partial = Some(Partial {
+                        len,
+                        data: Vec::new(),
+                    });
+                    return Ok(len);
+                }
+                Ok(None) => {
+                    let have = self.buffered().len();
+                    if self.fill(stream, deadline)? == 0 {
+                        if have == 0 {
+                            return Err(Error::Eof);
+                        }
+                        let expected = (have + frame::header_bytes_missing(self.buffered())) as u64;
+                        self.pos = self.buf.len();
+                        return Err(Error::Truncated {
+                            expected,
+                            received: have as u64,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completes the frame under way into an owned `Vec`.
+    fn finish_owned<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
+        loop {
+            let Some(p) = self.partial.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let need = p.len - p.data.len();
+            if need == 0 {
+                let done = self.partial.take().map(|p| p.data);
+                return Ok(done.unwrap_or_default());
+            }
+            let take = need.min(self.buf.len() - self.pos);
+            if take > 0 {
+                p.data.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+                self.pos += take;
+                continue;
+            }
+            let n = if need >= READ_BUF {
+                // Grow with what has arrived, never to the header's claim at once.
+                let grow = need.min(p.data.len().max(READ_BUF));
+                p.data.reserve_exact(grow);
+                let data = &mut p.data;
+                retry(stream, Interest::Readable, deadline, |s| s.read_spare(data, need))?
+            } else {
+                self.fill(stream, deadline)?
+            };
+            if n == 0 {
+                let (len, got) = self.partial.as_ref().map_or((0, 0), |p| (p.len, p.data.len()));
+                return Err(self.truncated(len, got));
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` is end of stream.
+    fn fill<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 && self.buf.capacity() - self.buf.len() < READ_BUF / 4 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.buf.capacity() < READ_BUF {
+            self.buf.reserve_exact(READ_BUF - self.buf.len());
+        }
+        let buf = &mut self.buf;
+        retry(stream, Interest::Readable, deadline, |s| s.read_spare(buf, usize::MAX))
+    }
+
+    fn truncated(&mut self, len: usize, got: usize) -> Error {
+        self.partial = None;
+        Error::Truncated {
+            expected: len as u64,
+            received: got as u64,
+        }
+    }
+
+    /// Takes bytes already read ahead, for a caller that reads raw bytes
+    /// (the handshake) before framing starts.
+    pub(crate) fn take_buffered(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buffered().len());
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        n
+    }
+
+    /// Frees the read buffer when nothing is left in it, so that an idle
+    /// connection holds no buffer memory.
+    pub(crate) fn release_if_idle(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
