@@ -3,18 +3,28 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod address;
+mod client;
 mod connection;
 mod error;
 mod handshake;
 mod key;
+mod listener;
 mod pipe;
 mod proto;
+mod socket;
 mod sys;
 mod transport;
 
+pub use address::{Address, Family, ToAddress};
+pub use client::{Client, ClientOptions, DEFAULT_CONNECT_TIMEOUT};
 pub use connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
 pub use error::{AddressError, AuthError, CodecError, Error, ProtocolError, Result};
 pub use handshake::DEFAULT_HANDSHAKE_TIMEOUT;
 pub use key::{AuthKey, MIN_KEY_LEN};
+pub use listener::{
+    DEFAULT_BACKLOG, DEFAULT_MAX_PENDING, HandshakeFailure, Incoming, Listener, ListenerOptions,
+    ListenerStats,
+};
 pub use pipe::{pipe, pipe_simplex};
 pub use proto::auth::Digest;

@@ -11,9 +11,9 @@ use super::Interest;
 
 /// `send` flags: never raise SIGPIPE on a peer that has gone away.
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd"))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+pub const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd")))]
-const SEND_FLAGS: libc::c_int = 0;
+pub const SEND_FLAGS: libc::c_int = 0;
 
 /// A connected stream socket (Unix domain or TCP).
 #[derive(Debug)]

@@ -1,0 +1,142 @@
+//! `Client`: connect to a listener and prove the key.
+
+use std::time::Duration;
+
+use crate::address::ToAddress;
+use crate::connection::{Connection, DEFAULT_MAX_MESSAGE, Unverified};
+use crate::error::Result;
+use crate::handshake::HandshakeOptions;
+use crate::key::AuthKey;
+use crate::proto::auth::{Digest, Role};
+use crate::socket;
+use crate::sys;
+
+/// The default limit on establishing a TCP or Unix-socket connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to a [`Listener`](crate::Listener): CPython's `Client`.
+///
+/// ```no_run
+/// let mut conn = mpconn::Client::connect("127.0.0.1:6000", b"a key of sixteen bytes")?;
+/// conn.send(&"hello")?;
+/// # Ok::<(), mpconn::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    _private: (),
+}
+
+impl Client {
+    /// Connects and runs the handshake (answer the listener's challenge,
+    /// then deliver ours) with default options.
+    ///
+    /// # Errors
+    /// As [`ClientOptions::connect`].
+    pub fn connect(address: impl ToAddress, authkey: &[u8]) -> Result<Connection> {
+        ClientOptions::new().connect(address, authkey)
+    }
+
+    /// Connects without a handshake. The result can send, and receive bytes,
+    /// but cannot decode typed values until authenticated.
+    ///
+    /// # Errors
+    /// As [`ClientOptions::connect_unauthenticated`].
+    pub fn connect_unauthenticated(address: impl ToAddress) -> Result<Connection<Unverified>> {
+        ClientOptions::new().connect_unauthenticated(address)
+    }
+
+    /// A builder for the other options.
+    pub fn builder() -> ClientOptions {
+        ClientOptions::new()
+    }
+}
+
+/// Options for [`Client`]: a builder.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    handshake: HandshakeOptions,
+    connect_timeout: Option<Duration>,
+    max_message: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            handshake: HandshakeOptions::default(),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The defaults: sha256, 10 s to connect, 5 s to authenticate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Limit on establishing the connection (default 10 s; `None` waits as
+    /// long as the operating system does).
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Total time for the handshake (default 5 s). A listener that never
+    /// starts one, a keyless one for example, fails within it.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake.timeout = timeout;
+        self
+    }
+
+    /// Accept Python 3.11-and-older listeners, which only speak HMAC-MD5
+    /// (default: refused, with an error naming this option).
+    pub fn allow_legacy_md5(mut self, allow: bool) -> Self {
+        self.handshake.policy.allow_legacy_md5 = allow;
+        self
+    }
+
+    /// Accept keys shorter than 16 bytes (default: refused).
+    pub fn allow_short_key(mut self, allow: bool) -> Self {
+        self.handshake.allow_short_key = allow;
+        self
+    }
+
+    /// The digest named in the challenge we deliver (default sha256).
+    pub fn digest(mut self, digest: Digest) -> Self {
+        self.handshake.set_digest(digest);
+        self
+    }
+
+    /// The message-size limit of the connection.
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.max_message = max;
+        self
+    }
+
+    /// Connects and authenticates.
+    ///
+    /// # Errors
+    /// [`Error::Auth`](crate::Error::Auth) when either side lacks the key, the
+    /// listener misbehaves or the handshake deadline passes (including a
+    /// listener that runs no handshake); [`Error::Address`](crate::Error::Address)
+    /// for a bad address; [`Error::Io`](crate::Error::Io) or
+    /// [`Error::Timeout`](crate::Error::Timeout) when the connection cannot be made.
+    pub fn connect(&self, address: impl ToAddress, authkey: &[u8]) -> Result<Connection> {
+        let key = AuthKey::new(authkey);
+        key.check_len(self.handshake.allow_short_key)?;
+        let conn = self.connect_unauthenticated(address)?;
+        self.handshake.run(conn, Role::Client, &key)
+    }
+
+    /// Connects without a handshake.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), without the authentication errors.
+    pub fn connect_unauthenticated(&self, address: impl ToAddress) -> Result<Connection<Unverified>> {
+        let socket = socket::connect(&address.to_address()?, self.connect_timeout)?;
+        let mut conn = Connection::from_stream(sys::Stream::from_socket(socket)?, true, true);
+        conn.set_max_message_size(self.max_message);
+        Ok(conn)
+    }
+}

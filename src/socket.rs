@@ -1,0 +1,287 @@
+//! Socket set-up for listeners and clients: binding with safe defaults,
+//! connecting with a timeout, naming peers. Portable through socket2; the
+//! Unix-socket file handling is the only platform-specific part.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::address::Address;
+use crate::error::{AddressError, Error, Result};
+
+/// Options that shape a bound socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindOptions {
+    pub backlog: i32,
+    pub reclaim_stale_socket: bool,
+}
+
+/// A listening socket and what it takes to clean up after it.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    pub socket: Socket,
+    pub address: Address,
+    pub cleanup: Option<unix_path::SocketFile>,
+}
+
+/// Binds and listens on `address`.
+pub(crate) fn bind(address: &Address, opts: BindOptions) -> Result<Bound> {
+    match address {
+        Address::Tcp(_) | Address::TcpHost { .. } => {
+            let mut last = None;
+            for sa in address.socket_addrs()? {
+                match bind_tcp(sa, opts.backlog) {
+                    Ok(socket) => {
+                        let local = socket.local_addr()?.as_socket().unwrap_or(sa);
+                        return Ok(Bound {
+                            socket,
+                            address: Address::Tcp(local),
+                            cleanup: None,
+                        });
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.map_or_else(
+                || AddressError::Unresolved(address.to_string()).into(),
+                Error::Io,
+            ))
+        }
+        Address::Unix(path) => unix_path::bind(path, opts),
+        Address::Abstract(name) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            socket.bind(&abstract_addr(name)?)?;
+            socket.listen(opts.backlog)?;
+            Ok(Bound {
+                socket,
+                address: address.clone(),
+                cleanup: None,
+            })
+        }
+        Address::Pipe(_) => Err(AddressError::Unsupported("named pipe").into()),
+    }
+}
+
+fn bind_tcp(sa: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
+    // As CPython does on POSIX: a restarted server can rebind at once.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&sa.into())?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+/// Connects to `address`, trying each resolved TCP address in turn.
+pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
+    let attempt = |domain: Domain, sa: &SockAddr| -> io::Result<Socket> {
+        let socket = Socket::new(domain, Type::STREAM, None)?;
+        match timeout {
+            Some(t) => socket.connect_timeout(sa, t)?,
+            None => socket.connect(sa)?,
+        }
+        Ok(socket)
+    };
+    let socket = match address {
+        Address::Tcp(_) | Address::TcpHost { .. } => {
+            let mut last = None;
+            let mut connected = None;
+            for sa in address.socket_addrs()? {
+                match attempt(Domain::for_address(sa), &sa.into()) {
+                    Ok(s) => {
+                        connected = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let socket = match connected {
+                Some(s) => s,
+                None => return Err(last.map_or_else(|| AddressError::Unresolved(address.to_string()).into(), Error::Io)),
+            };
+            // One writev per message: Nagle can only add latency.
+            socket.set_tcp_nodelay(true)?;
+            socket
+        }
+        Address::Unix(path) => {
+            unix_path::check_len(path)?;
+            attempt(Domain::UNIX, &SockAddr::unix(path)?)?
+        }
+        Address::Abstract(name) => attempt(Domain::UNIX, &abstract_addr(name)?)?,
+        Address::Pipe(_) => return Err(AddressError::Unsupported("named pipe").into()),
+    };
+    Ok(socket)
+}
+
+/// Prepares an accepted socket for message traffic.
+pub(crate) fn configure_accepted(socket: &Socket) -> io::Result<()> {
+    if socket.local_addr()?.as_socket().is_some() {
+        socket.set_tcp_nodelay(true)?;
+    }
+    Ok(())
+}
+
+/// The address a peer connected from, when it has one.
+pub(crate) fn peer_address(sa: &SockAddr) -> Option<Address> {
+    if let Some(sa) = sa.as_socket() {
+        return Some(Address::Tcp(sa));
+    }
+    #[cfg(unix)]
+    if let Some(path) = sa.as_pathname() {
+        return Some(Address::Unix(path.to_path_buf()));
+    }
+    None
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_addr(name: &str) -> Result<SockAddr> {
+    let mut bytes = Vec::with_capacity(name.len() + 1);
+    bytes.push(0);
+    bytes.extend_from_slice(name.as_bytes());
+    use std::os::unix::ffi::OsStrExt;
+    Ok(SockAddr::unix(std::ffi::OsStr::from_bytes(&bytes))?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_addr(_name: &str) -> Result<SockAddr> {
+    Err(AddressError::Unsupported("abstract unix socket").into())
+}
+
+#[cfg(unix)]
+pub(crate) mod unix_path {
+    //! Socket files: created 0600, never truncated, never clobbered, removed
+    //! by their own listener only.
+
+    use std::fs;
+    use std::io;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    use socket2::{Domain, SockAddr, Socket, Type};
+
+    use super::{BindOptions, Bound};
+    use crate::address::{Address, PRIVATE_DIR_PREFIX};
+    use crate::error::{AddressError, Result};
+
+    /// The socket file a listener created, identified by inode so that a
+    /// file another listener has since put at the same path is left alone.
+    #[derive(Debug)]
+    pub(crate) struct SocketFile {
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+    }
+
+    impl Drop for SocketFile {
+        fn drop(&mut self) {
+            let ours = fs::symlink_metadata(&self.path)
+                .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+            if !ours {
+                return;
+            }
+            let _ = fs::remove_file(&self.path);
+            // A directory made by Address::arbitrary goes too, once empty.
+            if let Some(dir) = self.path.parent() {
+                let private = dir.parent() == Some(std::env::temp_dir().as_path())
+                    && dir
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(PRIVATE_DIR_PREFIX));
+                if private {
+                    let _ = fs::remove_dir(dir);
+                }
+            }
+        }
+    }
+
+    /// The longest path `sun_path` holds, without its terminating NUL.
+    pub(crate) fn max_len() -> usize {
+        std::mem::size_of::<libc::sockaddr_un>() - std::mem::offset_of!(libc::sockaddr_un, sun_path) - 1
+    }
+
+    pub(crate) fn check_len(path: &Path) -> Result<()> {
+        let len = path.as_os_str().len();
+        if len > max_len() {
+            return Err(AddressError::PathTooLong { len, max: max_len() }.into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn bind(path: &Path, opts: BindOptions) -> Result<Bound> {
+        check_len(path)?;
+        let addr = SockAddr::unix(path)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        if let Err(e) = socket.bind(&addr) {
+            if e.kind() != io::ErrorKind::AddrInUse {
+                return Err(e.into());
+            }
+            reclaim(path, &addr, opts.reclaim_stale_socket)?;
+            socket.bind(&addr)?;
+        }
+        // Nobody can connect before listen(), so tightening the mode here,
+        // between bind and listen, leaves no window whatever the umask.
+        let bound = (|| {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+            socket.listen(opts.backlog)?;
+            fs::symlink_metadata(path)
+        })();
+        let meta = match bound {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                return Err(e.into());
+            }
+        };
+        Ok(Bound {
+            socket,
+            address: Address::Unix(path.to_path_buf()),
+            cleanup: Some(SocketFile {
+                path: path.to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }),
+        })
+    }
+
+    /// Something exists at `path`: a live listener, a stale socket or another file.
+    fn reclaim(path: &Path, addr: &SockAddr, allowed: bool) -> Result<()> {
+        let shown = path.display().to_string();
+        let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+        if !is_socket {
+            return Err(AddressError::InUse(shown).into());
+        }
+        let probe = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        match probe.connect(addr) {
+            Ok(()) => Err(AddressError::InUse(shown).into()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                if !allowed {
+                    return Err(AddressError::StaleSocket(shown).into());
+                }
+                fs::remove_file(path)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub(crate) mod unix_path {
+    use std::path::Path;
+
+    use super::{BindOptions, Bound};
+    use crate::error::{AddressError, Result};
+
+    #[derive(Debug)]
+    pub(crate) struct SocketFile;
+
+    pub(crate) fn check_len(_path: &Path) -> Result<()> {
+        Err(AddressError::Unsupported("unix socket").into())
+    }
+
+    pub(crate) fn bind(_path: &Path, _opts: BindOptions) -> Result<Bound> {
+        Err(AddressError::Unsupported("unix socket").into())
+    }
+}
