@@ -79,7 +79,8 @@ impl Address {
                 0,
             ))),
             Family::Unix => {
-                let dir = std::env::temp_dir().join(format!("{PRIVATE_DIR_PREFIX}{}", random_hex()?));
+                let dir =
+                    std::env::temp_dir().join(format!("{PRIVATE_DIR_PREFIX}{}", random_hex()?));
                 create_private_dir(&dir)?;
                 Ok(Address::Unix(dir.join("listener.sock")))
             }
@@ -283,11 +284,29 @@ mod tests {
     #[test]
     fn accepted_spellings() {
         let cases: Vec<(&str, Address)> = vec![
-            ("127.0.0.1:6000", Address::Tcp("127.0.0.1:6000".parse().unwrap())),
+            (
+                "127.0.0.1:6000",
+                Address::Tcp("127.0.0.1:6000".parse().unwrap()),
+            ),
             ("[::1]:6000", Address::Tcp("[::1]:6000".parse().unwrap())),
-            ("tcp://127.0.0.1:1", Address::Tcp("127.0.0.1:1".parse().unwrap())),
-            ("localhost:6000", Address::TcpHost { host: "localhost".into(), port: 6000 }),
-            ("tcp://example.org:80", Address::TcpHost { host: "example.org".into(), port: 80 }),
+            (
+                "tcp://127.0.0.1:1",
+                Address::Tcp("127.0.0.1:1".parse().unwrap()),
+            ),
+            (
+                "localhost:6000",
+                Address::TcpHost {
+                    host: "localhost".into(),
+                    port: 6000,
+                },
+            ),
+            (
+                "tcp://example.org:80",
+                Address::TcpHost {
+                    host: "example.org".into(),
+                    port: 80,
+                },
+            ),
             ("/path/to.sock", Address::Unix("/path/to.sock".into())),
             ("unix:/path", Address::Unix("/path".into())),
             ("unix:rel/x.sock", Address::Unix("rel/x.sock".into())),
@@ -300,15 +319,33 @@ mod tests {
             let parsed: Address = text.parse().unwrap();
             assert_eq!(parsed, expected, "{text}");
             let shown = parsed.to_string();
-            assert_eq!(shown.parse::<Address>().unwrap(), parsed, "{text} -> {shown}");
+            assert_eq!(
+                shown.parse::<Address>().unwrap(),
+                parsed,
+                "{text} -> {shown}"
+            );
         }
     }
 
     #[test]
     fn rejected_spellings() {
-        for text in ["", "localhost", "host:port", "host:99999", "unix:", "unix:@", "tcp://", "tcp:///x", "a b:80", r"\\.\pipe\"] {
+        for text in [
+            "",
+            "localhost",
+            "host:port",
+            "host:99999",
+            "unix:",
+            "unix:@",
+            "tcp://",
+            "tcp:///x",
+            "a b:80",
+            r"\\.\pipe\",
+        ] {
             assert!(
-                matches!(text.parse::<Address>(), Err(Error::Address(AddressError::Invalid(_)))),
+                matches!(
+                    text.parse::<Address>(),
+                    Err(Error::Address(AddressError::Invalid(_)))
+                ),
                 "{text:?} parsed"
             );
         }
@@ -320,11 +357,15 @@ mod tests {
         let path = PathBuf::from("/tmp/x.sock");
         let address = Address::Unix(path.clone());
         assert_eq!("127.0.0.1:9".to_address().unwrap(), Address::Tcp(sa));
-        assert_eq!(String::from("127.0.0.1:9").to_address().unwrap(), Address::Tcp(sa));
+        assert_eq!(
+            String::from("127.0.0.1:9").to_address().unwrap(),
+            Address::Tcp(sa)
+        );
         assert_eq!(sa.to_address().unwrap(), Address::Tcp(sa));
         assert_eq!(path.as_path().to_address().unwrap(), address);
         assert_eq!(path.to_address().unwrap(), address);
-        assert_eq!((&address).to_address().unwrap(), address);
+        let by_ref: &Address = &address;
+        assert_eq!(ToAddress::to_address(&by_ref).unwrap(), address);
         assert_eq!(Address::from(sa), Address::Tcp(sa));
         assert_eq!(Address::from(path), address);
     }
@@ -336,7 +377,9 @@ mod tests {
         let a = Address::arbitrary(Family::Unix).unwrap();
         let b = Address::arbitrary(Family::Unix).unwrap();
         assert_ne!(a, b);
-        let Address::Unix(path) = a else { panic!("{a:?}") };
+        let Address::Unix(path) = a else {
+            panic!("{a:?}")
+        };
         let dir = path.parent().unwrap();
         let mode = std::fs::metadata(dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
@@ -348,7 +391,10 @@ mod tests {
 
     #[test]
     fn arbitrary_tcp_and_pipe_addresses() {
-        assert_eq!(Address::arbitrary(Family::Tcp).unwrap().to_string(), "127.0.0.1:0");
+        assert_eq!(
+            Address::arbitrary(Family::Tcp).unwrap().to_string(),
+            "127.0.0.1:0"
+        );
         let pipe = Address::arbitrary(Family::Pipe).unwrap();
         assert!(pipe.to_string().starts_with(r"\\.\pipe\mpconn-"));
         assert_ne!(pipe, Address::arbitrary(Family::Pipe).unwrap());

@@ -133,7 +133,10 @@ impl ClientOptions {
     ///
     /// # Errors
     /// As [`connect`](Self::connect), without the authentication errors.
-    pub fn connect_unauthenticated(&self, address: impl ToAddress) -> Result<Connection<Unverified>> {
+    pub fn connect_unauthenticated(
+        &self,
+        address: impl ToAddress,
+    ) -> Result<Connection<Unverified>> {
         let socket = socket::connect(&address.to_address()?, self.connect_timeout)?;
         let mut conn = Connection::from_stream(sys::Stream::from_socket(socket)?, true, true);
         conn.set_max_message_size(self.max_message);

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::Shutdown;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -71,7 +70,7 @@ impl Trust for Unverified {}
 /// Python process. `T` records whether the peer was authenticated; only
 /// `Connection<Authenticated>` (the default) can decode typed values.
 pub struct Connection<T: Trust = Authenticated> {
-    stream: Arc<sys::Stream>,
+    stream: sys::Stream,
     /// `None` on the sending end of a simplex pipe.
     reader: Option<FrameReader>,
     writable: bool,
@@ -94,7 +93,7 @@ impl<T: Trust> fmt::Debug for Connection<T> {
 impl<T: Trust> Connection<T> {
     pub(crate) fn from_stream(stream: sys::Stream, readable: bool, writable: bool) -> Self {
         Connection {
-            stream: Arc::new(stream),
+            stream,
             reader: readable.then(|| FrameReader::new(DEFAULT_MAX_MESSAGE)),
             writable,
             scratch: Vec::new(),
@@ -150,7 +149,7 @@ impl<T: Trust> Connection<T> {
         let mut header = [0; MAX_HEADER];
         let n = frame::encode_header(len, &mut header);
         self.scratch[MAX_HEADER - n..MAX_HEADER].copy_from_slice(&header[MAX_HEADER - n..]);
-        let sent = write_all(&*self.stream, &self.scratch[MAX_HEADER - n..], None);
+        let sent = write_all(&self.stream, &self.scratch[MAX_HEADER - n..], None);
         if self.scratch.capacity() > SCRATCH_KEEP {
             self.scratch = Vec::new();
         }
@@ -164,7 +163,7 @@ impl<T: Trust> Connection<T> {
     /// [`Error::Io`] if the peer has gone.
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.check_writable()?;
-        write_frame(&*self.stream, buf, None)
+        write_frame(&self.stream, buf, None)
     }
 
     /// Receives one message as bytes, waiting as long as it takes.
@@ -259,10 +258,8 @@ impl<T: Trust> Connection<T> {
     /// None today: closing a descriptor cannot fail in a way a caller could act
     /// on. The `Result` leaves room for transports that flush on close.
     pub fn close(self) -> Result<()> {
-        if Arc::strong_count(&self.stream) == 1 {
-            // Ignore ENOTCONN: the peer may already be gone.
-            let _ = self.stream.shutdown(Shutdown::Both);
-        }
+        // Ignore ENOTCONN: the peer may already be gone.
+        let _ = self.stream.shutdown(Shutdown::Both);
         Ok(())
     }
 
@@ -339,9 +336,39 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 
 #[cfg(unix)]
 mod unix {
-    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-    use super::{Connection, Trust};
+    use super::{Connection, Trust, Unverified};
+    use crate::error::Error;
+    use crate::sys;
+
+    /// Adopts a connected stream socket, a pipe end inherited from a parent
+    /// process, say. Nobody vouches for its peer, so it starts
+    /// [`Unverified`]; authenticate it, or trust it explicitly.
+    impl From<OwnedFd> for Connection<Unverified> {
+        fn from(fd: OwnedFd) -> Self {
+            let stream = sys::Stream::from_fd(fd);
+            Connection::from_stream(stream, true, true)
+        }
+    }
+
+    /// Gives up the descriptor, to hand it to a child process for example.
+    ///
+    /// Fails with the connection back when it has read ahead bytes that
+    /// the descriptor would lose.
+    impl<T: Trust> TryFrom<Connection<T>> for OwnedFd {
+        type Error = (Error, Connection<T>);
+
+        fn try_from(conn: Connection<T>) -> std::result::Result<OwnedFd, Self::Error> {
+            if conn.reader.as_ref().is_some_and(|r| r.has_buffered()) {
+                return Err((
+                    Error::Io(std::io::Error::other("bytes already read would be lost")),
+                    conn,
+                ));
+            }
+            Ok(conn.stream.into())
+        }
+    }
 
     impl<T: Trust> AsFd for Connection<T> {
         fn as_fd(&self) -> BorrowedFd<'_> {

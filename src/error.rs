@@ -152,11 +152,9 @@ impl fmt::Display for Error {
                 f,
                 "truncated message: the peer closed the connection after {received} of {expected} bytes"
             ),
-            Error::BufferTooShort(msg) => write!(
-                f,
-                "buffer too short for a message of {} bytes",
-                msg.len()
-            ),
+            Error::BufferTooShort(msg) => {
+                write!(f, "buffer too short for a message of {} bytes", msg.len())
+            }
             Error::MessageTooLarge { len, max } => {
                 write!(f, "message of {len} bytes exceeds the limit of {max} bytes")
             }
@@ -232,7 +230,10 @@ impl fmt::Display for AddressError {
             AddressError::Invalid(s) => write!(f, "invalid address {s:?}"),
             AddressError::Unsupported(what) => write!(f, "{what} addresses are not supported here"),
             AddressError::PathTooLong { len, max } => {
-                write!(f, "socket path of {len} bytes is longer than the {max} allowed")
+                write!(
+                    f,
+                    "socket path of {len} bytes is longer than the {max} allowed"
+                )
             }
             AddressError::Unresolved(host) => write!(f, "{host:?} resolved to no address"),
             AddressError::StaleSocket(path) => write!(

@@ -106,8 +106,10 @@ fn drive_blocking(
             early
         } else {
             let stream = conn.stream();
-            retry(stream, Interest::Readable, deadline, |s| s.read(&mut buf[..want]))
-                .map_err(handshake_io)?
+            retry(stream, Interest::Readable, deadline, |s| {
+                s.read(&mut buf[..want])
+            })
+            .map_err(handshake_io)?
         };
         match n {
             0 => hs.peer_closed(),
@@ -122,10 +124,11 @@ fn drive_blocking(
 fn handshake_io(e: Error) -> Error {
     match e {
         Error::Timeout => Error::Auth(AuthError::TimedOut),
-        Error::Io(io) if matches!(
-            io.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        ) =>
+        Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
         {
             Error::Auth(AuthError::PeerClosed)
         }

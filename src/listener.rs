@@ -571,7 +571,9 @@ impl Engine {
     /// Fails every handshake whose deadline has passed.
     fn expire(&mut self, now: Instant) {
         for slot in 0..self.pending.len() {
-            let late = self.pending[slot].as_ref().is_some_and(|p| p.deadline <= now);
+            let late = self.pending[slot]
+                .as_ref()
+                .is_some_and(|p| p.deadline <= now);
             if late && let Some(p) = self.remove(slot) {
                 self.report(p.peer, Error::Auth(AuthError::TimedOut));
             }
@@ -637,6 +639,8 @@ fn sys_send(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
 fn is_transient_accept_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }

@@ -99,7 +99,12 @@ pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<So
             }
             let socket = match connected {
                 Some(s) => s,
-                None => return Err(last.map_or_else(|| AddressError::Unresolved(address.to_string()).into(), Error::Io)),
+                None => {
+                    return Err(last.map_or_else(
+                        || AddressError::Unresolved(address.to_string()).into(),
+                        Error::Io,
+                    ));
+                }
             };
             // One writev per message: Nagle can only add latency.
             socket.set_tcp_nodelay(true)?;
@@ -198,13 +203,19 @@ pub(crate) mod unix_path {
 
     /// The longest path `sun_path` holds, without its terminating NUL.
     pub(crate) fn max_len() -> usize {
-        std::mem::size_of::<libc::sockaddr_un>() - std::mem::offset_of!(libc::sockaddr_un, sun_path) - 1
+        std::mem::size_of::<libc::sockaddr_un>()
+            - std::mem::offset_of!(libc::sockaddr_un, sun_path)
+            - 1
     }
 
     pub(crate) fn check_len(path: &Path) -> Result<()> {
         let len = path.as_os_str().len();
         if len > max_len() {
-            return Err(AddressError::PathTooLong { len, max: max_len() }.into());
+            return Err(AddressError::PathTooLong {
+                len,
+                max: max_len(),
+            }
+            .into());
         }
         Ok(())
     }

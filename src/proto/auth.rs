@@ -77,7 +77,9 @@ impl Digest {
     }
 
     fn from_name(name: &[u8]) -> Option<Digest> {
-        Digest::ALL.into_iter().find(|d| d.name().as_bytes() == name)
+        Digest::ALL
+            .into_iter()
+            .find(|d| d.name().as_bytes() == name)
     }
 
     fn mac(self, key: &[u8], message: &[u8]) -> Vec<u8> {

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn invalid_values_are_errors() {
         assert!(matches!(decode::<bool>(&[2]), Err(CodecError::Decode(_))));
-        assert!(matches!(decode::<String>(&[2, 0xff, 0xfe]), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&[2, 0xff, 0xfe]),
+            Err(CodecError::Decode(_))
+        ));
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Decode(_))));
     }
 
@@ -83,10 +86,22 @@ mod tests {
         let mut bomb = vec![0xfd];
         bomb.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
         bomb.extend_from_slice(&[1, 2, 3]);
-        assert!(matches!(decode::<Vec<u8>>(&bomb), Err(CodecError::Decode(_))));
-        assert!(matches!(decode::<Vec<String>>(&bomb), Err(CodecError::Decode(_))));
-        assert!(matches!(decode::<String>(&bomb), Err(CodecError::Decode(_))));
-        assert!(matches!(decode::<serde_bytes_like::Buf>(&bomb), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<Vec<u8>>(&bomb),
+            Err(CodecError::Decode(_))
+        ));
+        assert!(matches!(
+            decode::<Vec<String>>(&bomb),
+            Err(CodecError::Decode(_))
+        ));
+        assert!(matches!(
+            decode::<String>(&bomb),
+            Err(CodecError::Decode(_))
+        ));
+        assert!(matches!(
+            decode::<serde_bytes_like::Buf>(&bomb),
+            Err(CodecError::Decode(_))
+        ));
     }
 
     /// A type that asks for `deserialize_byte_buf`, like `serde_bytes::ByteBuf`.

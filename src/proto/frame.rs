@@ -106,7 +106,15 @@ mod tests {
 
     #[test]
     fn round_trip_at_every_boundary() {
-        for len in [0, 1, 0x7fff_fffe, 0x7fff_ffff, 0x8000_0000, 1 << 40, i64::MAX as u64] {
+        for len in [
+            0,
+            1,
+            0x7fff_fffe,
+            0x7fff_ffff,
+            0x8000_0000,
+            1 << 40,
+            i64::MAX as u64,
+        ] {
             let bytes = encoded(len);
             let header = parse_header(&bytes).unwrap().unwrap();
             assert_eq!(header.payload_len, len);

@@ -10,9 +10,21 @@ use socket2::{Domain, Socket, Type};
 use super::Interest;
 
 /// `send` flags: never raise SIGPIPE on a peer that has gone away.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd"))]
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
 pub const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
 pub const SEND_FLAGS: libc::c_int = 0;
 
 /// A connected stream socket (Unix domain or TCP).
@@ -33,6 +45,11 @@ impl Stream {
         #[cfg(any(target_os = "macos", target_os = "ios"))]
         socket.set_nosigpipe(true)?;
         Ok(Stream(socket))
+    }
+
+    /// Adopts a descriptor that must be a connected stream socket.
+    pub fn from_fd(fd: OwnedFd) -> Stream {
+        Stream(Socket::from(fd))
     }
 
     /// The underlying socket.
@@ -101,7 +118,11 @@ impl From<Stream> for OwnedFd {
 }
 
 /// `poll(2)` on one descriptor with a deadline; `false` on timeout.
-pub fn wait_fd(fd: BorrowedFd<'_>, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+pub fn wait_fd(
+    fd: BorrowedFd<'_>,
+    interest: Interest,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
     let events = match interest {
         Interest::Readable => libc::POLLIN,
         Interest::Writable => libc::POLLOUT,

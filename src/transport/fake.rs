@@ -78,7 +78,7 @@ impl FakeStream {
     fn interrupted(&self) -> bool {
         let n = self.calls.get() + 1;
         self.calls.set(n);
-        self.interrupt_every != 0 && n % self.interrupt_every == 0
+        self.interrupt_every != 0 && n.is_multiple_of(self.interrupt_every)
     }
 
     fn next_len(&self, want: usize) -> io::Result<usize> {
@@ -131,7 +131,8 @@ impl ByteStream for FakeStream {
     }
 
     fn wait(&self, interest: Interest, _deadline: Option<Instant>) -> io::Result<bool> {
-        Ok(interest == Interest::Writable || self.read_pos.get() < self.available.get()
+        Ok(interest == Interest::Writable
+            || self.read_pos.get() < self.available.get()
             || self.available.get() == self.input.borrow().len())
     }
 }

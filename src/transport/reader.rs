@@ -129,7 +129,9 @@ impl FrameReader {
             }
             let direct = len - got >= READ_BUF;
             let step = if direct {
-                retry(stream, Interest::Readable, deadline, |s| s.read(&mut out[got..]))
+                retry(stream, Interest::Readable, deadline, |s| {
+                    s.read(&mut out[got..])
+                })
             } else {
                 self.fill(stream, deadline)
             };
@@ -180,8 +182,9 @@ impl FrameReader {
                     }
                     self.pos += h.header_len;
                     // max_message is a usize-sized limit, so this cannot truncate.
-                    let len = usize::try_from(h.payload_len)
-                        .map_err(|_| Error::Protocol(ProtocolError::BadExtendedLength(h.payload_len)))?;
+                    let len = usize::try_from(h.payload_len).map_err(|_| {
+                        Error::Protocol(ProtocolError::BadExtendedLength(h.payload_len))
+                    })?;
                     self.partial = Some(Partial {
                         len,
                         data: Vec::new(),
@@ -223,7 +226,8 @@ impl FrameReader {
             }
             let take = need.min(self.buf.len() - self.pos);
             if take > 0 {
-                p.data.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+                p.data
+                    .extend_from_slice(&self.buf[self.pos..self.pos + take]);
                 self.pos += take;
                 continue;
             }
@@ -232,12 +236,17 @@ impl FrameReader {
                 let grow = need.min(p.data.len().max(READ_BUF));
                 p.data.reserve_exact(grow);
                 let data = &mut p.data;
-                retry(stream, Interest::Readable, deadline, |s| s.read_spare(data, need))?
+                retry(stream, Interest::Readable, deadline, |s| {
+                    s.read_spare(data, need)
+                })?
             } else {
                 self.fill(stream, deadline)?
             };
             if n == 0 {
-                let (len, got) = self.partial.as_ref().map_or((0, 0), |p| (p.len, p.data.len()));
+                let (len, got) = self
+                    .partial
+                    .as_ref()
+                    .map_or((0, 0), |p| (p.len, p.data.len()));
                 return Err(self.truncated(len, got));
             }
         }
@@ -260,7 +269,9 @@ impl FrameReader {
             self.buf.reserve_exact(READ_BUF - self.buf.len());
         }
         let buf = &mut self.buf;
-        retry(stream, Interest::Readable, deadline, |s| s.read_spare(buf, usize::MAX))
+        retry(stream, Interest::Readable, deadline, |s| {
+            s.read_spare(buf, usize::MAX)
+        })
     }
 
     fn truncated(&mut self, len: usize, got: usize) -> Error {

@@ -17,7 +17,10 @@ pub(crate) fn write_frame<S: ByteStream + ?Sized>(
 ) -> Result<()> {
     let mut header = [0; MAX_HEADER];
     let n = frame::encode_header(payload.len() as u64, &mut header);
-    let mut bufs = [IoSlice::new(&header[MAX_HEADER - n..]), IoSlice::new(payload)];
+    let mut bufs = [
+        IoSlice::new(&header[MAX_HEADER - n..]),
+        IoSlice::new(payload),
+    ];
     write_vectored_all(stream, &mut bufs, deadline)
 }
 
@@ -38,7 +41,9 @@ fn write_vectored_all<S: ByteStream + ?Sized>(
     // Skip empty slices so that a zero-length payload does not look like a stuck write.
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
-        let n = retry(stream, Interest::Writable, deadline, |s| s.write_vectored(bufs))?;
+        let n = retry(stream, Interest::Writable, deadline, |s| {
+            s.write_vectored(bufs)
+        })?;
         if n == 0 {
             return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
         }
@@ -55,7 +60,9 @@ mod tests {
     #[test]
     fn short_writes_and_interrupts_still_send_every_byte() {
         for max_write in [1, 2, 3, 5, 64, 1 << 20] {
-            let stream = FakeStream::new(Vec::new()).max_write(max_write).interrupt_every(3);
+            let stream = FakeStream::new(Vec::new())
+                .max_write(max_write)
+                .interrupt_every(3);
             write_frame(&stream, b"hello", None).unwrap();
             write_frame(&stream, b"", None).unwrap();
             write_frame(&stream, &[7; 300], None).unwrap();

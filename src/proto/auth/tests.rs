@@ -54,7 +54,11 @@ fn same_key_succeeds_in_four_trips_at_any_chunking() {
 #[test]
 fn different_keys_fail_on_both_sides() {
     let mut server = machine(Role::Server, KEY, AuthPolicy::default());
-    let mut client = machine(Role::Client, b"another key of sixteen", AuthPolicy::default());
+    let mut client = machine(
+        Role::Client,
+        b"another key of sixteen",
+        AuthPolicy::default(),
+    );
     run(&mut server, &mut client, 4096);
     assert_eq!(server.status(), &Status::Failed(AuthError::WrongDigest));
     assert_eq!(client.status(), &Status::Failed(AuthError::Rejected));
@@ -67,7 +71,10 @@ fn server_challenge_has_cpython_shape() {
     let payload = &out[4..];
     assert_eq!(&out[..4], &(payload.len() as u32).to_be_bytes());
     assert!(payload.starts_with(b"#CHALLENGE#{sha256}"));
-    assert_eq!(payload.len(), CHALLENGE.len() + "{sha256}".len() + NONCE_LEN);
+    assert_eq!(
+        payload.len(),
+        CHALLENGE.len() + "{sha256}".len() + NONCE_LEN
+    );
 }
 
 #[test]
@@ -92,7 +99,11 @@ fn every_single_bit_flip_of_a_valid_response_is_rejected() {
     probe.consume_output(usize::MAX);
     let response = [b"{sha256}".as_slice(), &Digest::Sha256.mac(KEY, &challenge)].concat();
     probe.feed(&frame(&response));
-    assert_eq!(probe.status(), &Status::InProgress, "the unflipped response passes");
+    assert_eq!(
+        probe.status(),
+        &Status::InProgress,
+        "the unflipped response passes"
+    );
     for bit in 0..response.len() * 8 {
         let mut server = machine(Role::Server, KEY, AuthPolicy::default());
         server.consume_output(usize::MAX);
@@ -122,7 +133,11 @@ fn legacy_md5_is_refused_by_default_and_accepted_when_allowed() {
     let mut lenient = machine(Role::Client, KEY, legacy);
     lenient.feed(&message);
     assert_eq!(lenient.status(), &Status::InProgress);
-    assert!(lenient.output().starts_with(&frame(&Digest::Md5.mac(KEY, &challenge))));
+    assert!(
+        lenient
+            .output()
+            .starts_with(&frame(&Digest::Md5.mac(KEY, &challenge)))
+    );
 
     // A Python 3.11 client answering our challenge with a bare MD5.
     for (policy, ok) in [(AuthPolicy::default(), false), (legacy, true)] {
@@ -148,9 +163,16 @@ fn named_md5_and_unknown_digests_are_refused() {
 
     let mut client = machine(Role::Client, KEY, AuthPolicy::default());
     client.feed(&frame(&[CHALLENGE, b"{sha1}", &[0; NONCE_LEN]].concat()));
-    assert_eq!(client.status(), &Status::Failed(AuthError::DigestRefused("sha1".into())));
+    assert_eq!(
+        client.status(),
+        &Status::Failed(AuthError::DigestRefused("sha1".into()))
+    );
 
-    for bad in [&b"sha256}xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"[..], b"{sha256xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", b"{}xxxxxxxxxxxxxxxxxxxxxxxxxxx"] {
+    for bad in [
+        &b"sha256}xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"[..],
+        b"{sha256xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        b"{}xxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    ] {
         let mut client = machine(Role::Client, KEY, AuthPolicy::default());
         client.feed(&frame(&[CHALLENGE, bad].concat()));
         assert!(matches!(client.status(), Status::Failed(_)), "{bad:?}");
@@ -178,7 +200,10 @@ fn oversized_handshake_messages_are_refused_from_the_header() {
     let mut client = machine(Role::Client, KEY, AuthPolicy::default());
     let used = client.feed(&257u32.to_be_bytes());
     assert_eq!(used, 4);
-    assert_eq!(client.status(), &Status::Failed(AuthError::MessageTooLarge(257)));
+    assert_eq!(
+        client.status(),
+        &Status::Failed(AuthError::MessageTooLarge(257))
+    );
     assert_eq!(client.wants(), 0);
 
     let mut client = machine(Role::Client, KEY, AuthPolicy::default());
@@ -186,7 +211,10 @@ fn oversized_handshake_messages_are_refused_from_the_header() {
     assert!(matches!(client.status(), Status::Failed(_)));
     let mut client = machine(Role::Client, KEY, AuthPolicy::default());
     client.feed(&(-5i32).to_be_bytes());
-    assert!(matches!(client.status(), Status::Failed(AuthError::Malformed(_))));
+    assert!(matches!(
+        client.status(),
+        Status::Failed(AuthError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -244,6 +272,10 @@ fn a_verdict_other_than_welcome_is_a_rejection() {
         client.feed(&frame(&[CHALLENGE, b"{sha256}", &[3; NONCE_LEN]].concat()));
         client.consume_output(usize::MAX);
         client.feed(&frame(verdict));
-        assert_eq!(client.status(), &Status::Failed(AuthError::Rejected), "{verdict:?}");
+        assert_eq!(
+            client.status(),
+            &Status::Failed(AuthError::Rejected),
+            "{verdict:?}"
+        );
     }
 }

@@ -38,7 +38,9 @@ fn every_read_method_sees_every_message_at_any_chunking() {
     let wire: Vec<u8> = messages().iter().flat_map(|m| frame(m)).collect();
     for chunks in [&[1][..], &[3, 7], &[4096], &[usize::MAX], &[5, 65_536, 2]] {
         for method in 0..3 {
-            let stream = FakeStream::new(wire.clone()).chunks(chunks).interrupt_every(4);
+            let stream = FakeStream::new(wire.clone())
+                .chunks(chunks)
+                .interrupt_every(4);
             let mut reader = FrameReader::new(u64::MAX);
             for m in messages() {
                 let got = match method {
@@ -150,9 +152,15 @@ fn a_lying_length_grows_with_the_bytes_that_arrive() {
     wire.extend_from_slice(&vec![0; arrived + 1]);
     let stream = FakeStream::new(wire).hold_back_after(4 + arrived);
     let mut reader = FrameReader::new(u64::MAX);
-    assert!(matches!(reader.read_owned(&stream, soon()), Err(Error::Timeout)));
+    assert!(matches!(
+        reader.read_owned(&stream, soon()),
+        Err(Error::Timeout)
+    ));
     let held = reader.partial.as_ref().map_or(0, |p| p.data.capacity());
-    assert!(held >= arrived - READ_BUF && held <= 2 * arrived + READ_BUF, "{held}");
+    assert!(
+        held >= arrived - READ_BUF && held <= 2 * arrived + READ_BUF,
+        "{held}"
+    );
 }
 
 #[test]
@@ -168,13 +176,19 @@ fn a_timed_out_receive_resumes_with_whole_messages() {
                 0 => reader.read_owned(&stream, soon()).map(drop),
                 _ => reader.read_into(&stream, soon(), &mut buf).map(drop),
             };
-            assert!(matches!(first, Err(Error::Timeout)), "hold {hold}: {first:?}");
+            assert!(
+                matches!(first, Err(Error::Timeout)),
+                "hold {hold}: {first:?}"
+            );
             stream.release_all();
             match method {
                 0 => assert_eq!(reader.read_owned(&stream, soon()).unwrap(), big),
                 _ => {
                     let mut fresh = vec![0u8; big.len()];
-                    assert_eq!(reader.read_into(&stream, soon(), &mut fresh).unwrap(), big.len());
+                    assert_eq!(
+                        reader.read_into(&stream, soon(), &mut fresh).unwrap(),
+                        big.len()
+                    );
                     assert_eq!(fresh, big, "hold {hold}");
                 }
             }

@@ -1,0 +1,77 @@
+//! Helpers shared by the integration tests: a watchdog so that a hang fails
+//! instead of stalling CI, unique socket paths, and child processes that
+//! re-execute the test binary in a named role.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A key long enough for the default checks.
+pub const KEY: &[u8] = b"integration-test-key-0123456789";
+
+/// Aborts the whole test process if it is still alive after `secs`, unless
+/// dropped first: a hung test fails loudly instead of stalling the run.
+pub struct Watchdog(Arc<AtomicBool>);
+
+pub fn watchdog(secs: u64) -> Watchdog {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let name = thread::current().name().unwrap_or("?").to_string();
+    thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("watchdog: test {name} still running after {secs} s; aborting");
+        std::process::abort();
+    });
+    Watchdog(done)
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A socket path no other test uses, in a directory of its own.
+pub fn unique_path(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("mpconn-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{tag}.sock"))
+}
+
+const ROLE_VAR: &str = "MPCONN_TEST_ROLE";
+
+/// The role this process was started in, if it is a child.
+pub fn child_role() -> Option<String> {
+    std::env::var(ROLE_VAR).ok()
+}
+
+/// Starts this test binary again, running only `test`, with `role` set.
+pub fn spawn_child(test: &str, role: &str, stdin: Stdio, envs: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, role)
+        .stdin(stdin);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Waits for `child` and asserts that it exited successfully.
+pub fn expect_success(mut child: Child) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {status}");
+}
