@@ -9,7 +9,7 @@ use crate::key::{AuthKey, fill_random};
 use crate::proto::auth::{AuthPolicy, Digest, Handshake, MAX_MESSAGE, NONCE_LEN, Role, Status};
 use crate::proto::frame::MAX_HEADER;
 use crate::sys::Interest;
-use crate::transport::{retry, write_all};
+use crate::transport::{ByteStream, retry, write_all};
 
 /// The default total deadline for one handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,7 +85,7 @@ fn drive_blocking(
     let mut buf = [0u8; MAX_HEADER + MAX_MESSAGE];
     loop {
         if !hs.output().is_empty() {
-            let sent = write_all(conn.stream(), hs.output(), deadline);
+            let sent = write_all(conn.endpoint(), hs.output(), deadline);
             let n = hs.output().len();
             hs.consume_output(n);
             if let Err(e) = sent {
@@ -101,12 +101,12 @@ fn drive_blocking(
             Status::InProgress => {}
         }
         let want = hs.wants().min(buf.len());
-        let early = conn.reader_mut()?.take_buffered(&mut buf[..want]);
+        let rx = conn.receiver()?;
+        let early = rx.reader_mut().take_buffered(&mut buf[..want]);
         let n = if early > 0 {
             early
         } else {
-            let stream = conn.stream();
-            retry(stream, Interest::Readable, deadline, |s| {
+            retry(rx.endpoint(), Interest::Readable, deadline, |s| {
                 s.read(&mut buf[..want])
             })
             .map_err(handshake_io)?

@@ -15,10 +15,14 @@ mod proto;
 mod socket;
 mod sys;
 mod transport;
+mod wait;
 
 pub use address::{Address, Family, ToAddress};
 pub use client::{Client, ClientOptions, DEFAULT_CONNECT_TIMEOUT};
-pub use connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
+pub use connection::{
+    Authenticated, CloseHandle, Connection, DEFAULT_MAX_MESSAGE, RecvHalf, SendHalf, Trust,
+    Unverified,
+};
 pub use error::{AddressError, AuthError, CodecError, Error, ProtocolError, Result};
 pub use handshake::DEFAULT_HANDSHAKE_TIMEOUT;
 pub use key::{AuthKey, MIN_KEY_LEN};
@@ -28,3 +32,4 @@ pub use listener::{
 };
 pub use pipe::{pipe, pipe_simplex};
 pub use proto::auth::Digest;
+pub use wait::{WaitSet, Waitable, wait};

@@ -215,8 +215,15 @@ impl ListenerOptions {
 ///
 /// It is `Sync`: one thread may block in [`accept`](Self::accept) while
 /// another calls [`close`](Self::close) to wake it.
+///
+/// Handshakes progress while a thread is inside `accept()` (or
+/// [`try_accept`](Self::try_accept)), as in CPython, but all of them at once:
+/// `accept()` returns the first client that completes, whatever the others
+/// are doing. A client's handshake deadline starts when it is accepted from
+/// the backlog.
 pub struct Listener<T: Trust = Authenticated> {
     engine: Mutex<Engine>,
+    poll_fd: std::os::fd::RawFd,
     shared: Arc<Shared>,
     address: Address,
     _file: Option<SocketFile>,
@@ -289,6 +296,7 @@ impl<T: Trust> Listener<T> {
             accepted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
+        let poll_fd = poll.as_raw_fd();
         let engine = Engine {
             poll,
             events: Events::with_capacity(256),
@@ -303,6 +311,7 @@ impl<T: Trust> Listener<T> {
         };
         Ok(Listener {
             engine: Mutex::new(engine),
+            poll_fd,
             shared,
             address: bound.address,
             _file: bound.cleanup,
@@ -341,6 +350,33 @@ impl<T: Trust> Listener<T> {
         let mut conn = Connection::from_stream(stream, true, true);
         conn.set_max_message_size(engine.opts.max_message);
         Ok(conn)
+    }
+
+    /// Moves pending handshakes forward without blocking and returns a
+    /// connection if one has completed. Use it after [`wait`](crate::wait)
+    /// reports the listener ready: readiness means work to do (a new client,
+    /// a handshake message), not necessarily a finished handshake.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept), without the timeout.
+    pub fn try_accept(&self) -> Result<Option<Connection<T>>> {
+        match self.accept_deadline(Some(Instant::now())) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(Error::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a completed connection is waiting, without blocking on a
+    /// thread that is inside `accept()`.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.engine.try_lock().is_ok_and(|e| !e.ready.is_empty())
+    }
+
+    /// The descriptor of the listener's poll: readable when a client
+    /// arrives or a handshake can move.
+    pub(crate) fn poll_fd(&self) -> std::os::fd::RawFd {
+        self.poll_fd
     }
 
     /// An iterator over accepted connections; it ends when the listener is closed.
@@ -437,7 +473,11 @@ struct Engine {
 }
 
 impl Engine {
+    /// Runs the handshakes until one completes or `deadline` passes. The
+    /// poll runs at least once, so a deadline of now makes this a
+    /// non-blocking step.
     fn accept(&mut self, deadline: Option<Instant>) -> Result<sys::Stream> {
+        let mut polled = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
                 self.drop_all_pending();
@@ -454,7 +494,7 @@ impl Engine {
             }
             let now = Instant::now();
             self.expire(now);
-            if deadline.is_some_and(|d| now >= d) {
+            if polled && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout);
             }
             let wake_at = self.pending_deadline().into_iter().chain(deadline).min();
@@ -464,12 +504,15 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
-            let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
-            for token in tokens {
-                if token.0 >= FIRST_PENDING {
-                    self.advance(token.0 - FIRST_PENDING);
+            polled = true;
+            // Borrow the events apart from self while the handshakes advance.
+            let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            for event in events.iter() {
+                if event.token().0 >= FIRST_PENDING {
+                    self.advance(event.token().0 - FIRST_PENDING);
                 }
             }
+            self.events = events;
         }
     }
 

@@ -128,15 +128,7 @@ pub fn wait_fd(
         Interest::Writable => libc::POLLOUT,
     };
     loop {
-        let timeout_ms: libc::c_int = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so that a wait never ends before its deadline.
-                let ms = left.as_nanos().div_ceil(1_000_000);
-                ms.min(libc::c_int::MAX as u128) as libc::c_int
-            }
-        };
+        let timeout_ms = poll_timeout(deadline);
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
             events,
@@ -158,6 +150,58 @@ pub fn wait_fd(
                     return Err(e);
                 }
             }
+        }
+    }
+}
+
+/// `poll(2)` on many descriptors for readability with a deadline. On
+/// return, `ready[i]` tells whether `fds[i]` is readable (or hung up, or in
+/// error: the next read reports which). EINTR is retried with the time left.
+pub fn wait_readable(
+    fds: &[RawFd],
+    ready: &mut [bool],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let timeout_ms = poll_timeout(deadline);
+        // SAFETY: pfds is a live, initialised array of pfds.len() pollfds, and
+        // nfds is exactly that length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 && deadline.is_none_or(|d| Instant::now() < d) {
+            // Woke a hair early on the millisecond clock.
+            continue;
+        }
+        for (r, p) in ready.iter_mut().zip(&pfds) {
+            *r = p.revents != 0;
+        }
+        return Ok(());
+    }
+}
+
+/// Milliseconds until `deadline` for poll(2), rounded up; -1 for none.
+fn poll_timeout(deadline: Option<Instant>) -> libc::c_int {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            left.as_nanos()
+                .div_ceil(1_000_000)
+                .min(libc::c_int::MAX as u128) as libc::c_int
         }
     }
 }

@@ -8,9 +8,11 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::sys::{self, Interest};
 
+mod endpoint;
 mod reader;
 mod writer;
 
+pub(crate) use endpoint::Endpoint;
 pub(crate) use reader::FrameReader;
 pub(crate) use writer::{write_all, write_frame};
 
@@ -24,6 +26,10 @@ pub(crate) trait ByteStream {
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Readiness with a deadline; `false` on timeout.
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool>;
+    /// Whether this process closed the stream (from any thread).
+    fn is_closed(&self) -> bool {
+        false
+    }
 }
 
 impl ByteStream for sys::Stream {
@@ -43,7 +49,8 @@ impl ByteStream for sys::Stream {
 
 /// Runs one I/O operation until it completes: retries EINTR, waits out
 /// `WouldBlock` on non-blocking streams, and when a deadline is set waits for
-/// readiness first so that the operation itself cannot block past it.
+/// readiness first so that the operation itself cannot block past it. Once
+/// the stream is closed by this process, every result is `Error::Closed`.
 pub(crate) fn retry<S: ByteStream + ?Sized>(
     stream: &S,
     interest: Interest,
@@ -51,10 +58,17 @@ pub(crate) fn retry<S: ByteStream + ?Sized>(
     mut op: impl FnMut(&S) -> io::Result<usize>,
 ) -> Result<usize> {
     loop {
+        if stream.is_closed() {
+            return Err(Error::Closed);
+        }
         if deadline.is_some() && !stream.wait(interest, deadline)? {
             return Err(Error::Timeout);
         }
-        match op(stream) {
+        let result = op(stream);
+        if stream.is_closed() {
+            return Err(Error::Closed);
+        }
+        match result {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

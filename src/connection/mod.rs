@@ -2,17 +2,21 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::Shutdown;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
-use crate::proto::codec;
-use crate::proto::frame::{self, MAX_HEADER};
-use crate::sys::{self, Interest};
-use crate::transport::{FrameReader, write_all, write_frame};
+use crate::error::Result;
+use crate::sys;
+use crate::transport::Endpoint;
+
+mod halves;
+mod io;
+
+pub use halves::{CloseHandle, RecvHalf, SendHalf};
+pub(crate) use io::{Receiver, Sender};
 
 /// The default limit on one incoming message: 64 MiB.
 ///
@@ -20,9 +24,6 @@ use crate::transport::{FrameReader, write_all, write_frame};
 /// from its header alone; raise it with
 /// [`Connection::set_max_message_size`] for larger payloads.
 pub const DEFAULT_MAX_MESSAGE: u64 = 64 * 1024 * 1024;
-
-/// Typed-send scratch buffers larger than this are freed after use.
-const SCRATCH_KEEP: usize = 64 * 1024;
 
 mod sealed {
     pub trait Sealed {}
@@ -44,6 +45,15 @@ pub enum Authenticated {}
 /// ```compile_fail,E0599
 /// # fn f(mut conn: mpconn::Connection<mpconn::Unverified>) {
 /// let value: u32 = conn.recv().unwrap();
+/// # }
+/// ```
+///
+/// The same holds for the receiving half of a split:
+///
+/// ```compile_fail,E0599
+/// # fn f(conn: mpconn::Connection<mpconn::Unverified>) {
+/// let (_tx, mut rx) = conn.split();
+/// let value: u32 = rx.recv().unwrap();
 /// # }
 /// ```
 ///
@@ -70,12 +80,9 @@ impl Trust for Unverified {}
 /// Python process. `T` records whether the peer was authenticated; only
 /// `Connection<Authenticated>` (the default) can decode typed values.
 pub struct Connection<T: Trust = Authenticated> {
-    stream: sys::Stream,
+    tx: Sender,
     /// `None` on the sending end of a simplex pipe.
-    reader: Option<FrameReader>,
-    writable: bool,
-    /// Typed sends encode here, behind room for the frame header.
-    scratch: Vec<u8>,
+    rx: Option<Receiver>,
     _trust: PhantomData<fn() -> T>,
 }
 
@@ -83,20 +90,19 @@ impl<T: Trust> fmt::Debug for Connection<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("trust", &std::any::type_name::<T>())
-            .field("stream", &self.stream)
-            .field("readable", &self.reader.is_some())
-            .field("writable", &self.writable)
+            .field("stream", self.tx.endpoint().stream())
+            .field("readable", &self.rx.is_some())
+            .field("writable", &self.tx.is_enabled())
             .finish()
     }
 }
 
 impl<T: Trust> Connection<T> {
     pub(crate) fn from_stream(stream: sys::Stream, readable: bool, writable: bool) -> Self {
+        let endpoint = Arc::new(Endpoint::new(stream));
         Connection {
-            stream,
-            reader: readable.then(|| FrameReader::new(DEFAULT_MAX_MESSAGE)),
-            writable,
-            scratch: Vec::new(),
+            rx: readable.then(|| Receiver::new(endpoint.clone(), DEFAULT_MAX_MESSAGE)),
+            tx: Sender::new(endpoint, writable),
             _trust: PhantomData,
         }
     }
@@ -104,116 +110,86 @@ impl<T: Trust> Connection<T> {
     /// Changes the trust marker, keeping everything read so far.
     fn retag<U: Trust>(self) -> Connection<U> {
         Connection {
-            stream: self.stream,
-            reader: self.reader,
-            writable: self.writable,
-            scratch: self.scratch,
+            tx: self.tx,
+            rx: self.rx,
             _trust: PhantomData,
         }
     }
 
-    pub(crate) fn stream(&self) -> &sys::Stream {
-        &self.stream
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.tx.endpoint()
     }
 
-    pub(crate) fn reader_mut(&mut self) -> Result<&mut FrameReader> {
-        self.reader.as_mut().ok_or(Error::NotReadable)
+    pub(crate) fn receiver(&mut self) -> Result<&mut Receiver> {
+        io::readable(self.rx.as_mut())
     }
 
-    fn parts(&mut self) -> Result<(&sys::Stream, &mut FrameReader)> {
-        match self.reader.as_mut() {
-            Some(reader) => Ok((&self.stream, reader)),
-            None => Err(Error::NotReadable),
-        }
-    }
-
-    fn check_writable(&self) -> Result<()> {
-        match self.writable {
-            true => Ok(()),
-            false => Err(Error::NotWritable),
-        }
+    pub(crate) fn receiver_ref(&self) -> Option<&Receiver> {
+        self.rx.as_ref()
     }
 
     /// Sends a typed value, encoded with bincode.
     ///
     /// # Errors
-    /// [`Error::Codec`] if the value cannot be encoded (nothing is sent then),
-    /// [`Error::NotWritable`] on the receiving end of a simplex pipe,
-    /// [`Error::Io`] if the peer has gone.
+    /// [`Error::Codec`](crate::Error::Codec) if the value cannot be encoded
+    /// (nothing is sent then), [`Error::NotWritable`](crate::Error::NotWritable)
+    /// on the receiving end of a simplex pipe, [`Error::Closed`](crate::Error::Closed)
+    /// after a [`CloseHandle`] closed it, [`Error::Io`](crate::Error::Io) if the
+    /// peer has gone.
     pub fn send<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
-        self.check_writable()?;
-        self.scratch.clear();
-        self.scratch.resize(MAX_HEADER, 0);
-        codec::encode(value, &mut self.scratch)?;
-        let len = (self.scratch.len() - MAX_HEADER) as u64;
-        let mut header = [0; MAX_HEADER];
-        let n = frame::encode_header(len, &mut header);
-        self.scratch[MAX_HEADER - n..MAX_HEADER].copy_from_slice(&header[MAX_HEADER - n..]);
-        let sent = write_all(&self.stream, &self.scratch[MAX_HEADER - n..], None);
-        if self.scratch.capacity() > SCRATCH_KEEP {
-            self.scratch = Vec::new();
-        }
-        sent
+        self.tx.send(value)
     }
 
     /// Sends `buf` as one message. An empty `buf` is a legal, empty message.
     ///
     /// # Errors
-    /// [`Error::NotWritable`] on the receiving end of a simplex pipe,
-    /// [`Error::Io`] if the peer has gone.
+    /// As [`send`](Self::send), without the codec error.
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.check_writable()?;
-        write_frame(&self.stream, buf, None)
+        self.tx.send_bytes(buf)
     }
 
     /// Receives one message as bytes, waiting as long as it takes.
     ///
     /// # Errors
-    /// [`Error::Eof`] when the peer closed cleanly, [`Error::Truncated`] when
-    /// it vanished inside a message, [`Error::MessageTooLarge`] for a frame over
-    /// the limit, [`Error::NotReadable`] on the sending end of a simplex pipe.
+    /// [`Error::Eof`](crate::Error::Eof) when the peer closed cleanly,
+    /// [`Error::Truncated`](crate::Error::Truncated) when it vanished inside a
+    /// message, [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) for a
+    /// frame over the limit, [`Error::NotReadable`](crate::Error::NotReadable)
+    /// on the sending end of a simplex pipe, [`Error::Closed`](crate::Error::Closed)
+    /// after a [`CloseHandle`] closed it.
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        let (stream, reader) = self.parts()?;
-        reader.read_owned(stream, None)
+        self.receiver()?.recv_bytes(None)
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes), but gives up with
-    /// [`Error::Timeout`] after `timeout`. A timeout loses nothing: the next
-    /// receive continues the same message.
+    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`. A timeout
+    /// loses nothing: the next receive continues the same message.
     ///
     /// # Errors
-    /// As [`recv_bytes`](Self::recv_bytes), plus [`Error::Timeout`].
+    /// As [`recv_bytes`](Self::recv_bytes), plus the timeout.
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        let deadline = deadline_after(timeout);
-        let (stream, reader) = self.parts()?;
-        reader.read_owned(stream, deadline)
+        self.receiver()?.recv_bytes(deadline_after(timeout))
     }
 
     /// Receives one message into `buf` and returns its length. The bytes of
     /// `buf` past the message are left untouched.
     ///
     /// # Errors
-    /// [`Error::BufferTooShort`] carrying the whole message when it does not
-    /// fit; the connection is then ready for the next message. Otherwise as
-    /// [`recv_bytes`](Self::recv_bytes).
+    /// [`Error::BufferTooShort`](crate::Error::BufferTooShort) carrying the
+    /// whole message when it does not fit; the connection is then ready for
+    /// the next message. Otherwise as [`recv_bytes`](Self::recv_bytes).
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.recv_bytes_into_at(buf, 0)
+        self.receiver()?.recv_bytes_into_at(buf, 0)
     }
 
     /// Receives one message into `buf[offset..]` and returns its length.
     ///
     /// # Errors
-    /// [`Error::OffsetOutOfRange`] when `offset > buf.len()` (nothing is
-    /// received then); otherwise as [`recv_bytes_into`](Self::recv_bytes_into).
+    /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) when
+    /// `offset > buf.len()` (nothing is received then); otherwise as
+    /// [`recv_bytes_into`](Self::recv_bytes_into).
     pub fn recv_bytes_into_at(&mut self, buf: &mut [u8], offset: usize) -> Result<usize> {
-        if offset > buf.len() {
-            return Err(Error::OffsetOutOfRange {
-                offset,
-                len: buf.len(),
-            });
-        }
-        let (stream, reader) = self.parts()?;
-        reader.read_into(stream, None, &mut buf[offset..])
+        self.receiver()?.recv_bytes_into_at(buf, offset)
     }
 
     /// Whether a message (or the end of stream) can be read within `timeout`:
@@ -224,30 +200,53 @@ impl<T: Trust> Connection<T> {
     /// a large message may still be arriving.
     ///
     /// # Errors
-    /// [`Error::NotReadable`] on the sending end of a simplex pipe;
-    /// [`Error::Io`] if the readiness check fails.
+    /// [`Error::NotReadable`](crate::Error::NotReadable) on the sending end of
+    /// a simplex pipe; [`Error::Io`](crate::Error::Io) if the readiness check fails.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        // A timeout too large for the clock waits forever, like `None`.
-        let deadline = timeout.and_then(deadline_after);
-        let (stream, reader) = self.parts()?;
-        if reader.has_buffered() {
-            return Ok(true);
-        }
-        Ok(stream.wait(Interest::Readable, deadline)?)
+        self.receiver()?.poll(timeout)
     }
 
     /// The largest incoming message this connection accepts.
     pub fn max_message_size(&self) -> u64 {
-        self.reader
+        self.rx
             .as_ref()
-            .map_or(DEFAULT_MAX_MESSAGE, FrameReader::max_message)
+            .map_or(DEFAULT_MAX_MESSAGE, Receiver::max_message)
     }
 
     /// Sets the largest incoming message this connection accepts. Larger
-    /// frames are refused with [`Error::MessageTooLarge`] from their header.
+    /// frames are refused with [`Error::MessageTooLarge`](crate::Error::MessageTooLarge)
+    /// from their header.
     pub fn set_max_message_size(&mut self, max: u64) {
-        if let Some(reader) = self.reader.as_mut() {
-            reader.set_max_message(max);
+        if let Some(rx) = self.rx.as_mut() {
+            rx.set_max_message(max);
+        }
+    }
+
+    /// A handle that closes this connection from any thread, waking a
+    /// blocked receive (or send) with [`Error::Closed`](crate::Error::Closed).
+    pub fn close_handle(&self) -> CloseHandle {
+        CloseHandle::new(self.tx.weak())
+    }
+
+    /// Splits the connection into a sending half and a receiving half that
+    /// two threads can use at once. Each half has its own `&mut self`, so two
+    /// threads can never interleave the bytes of two frames. The trust marker
+    /// carries over: the receiving half of an unverified connection has no
+    /// typed `recv` either.
+    ///
+    /// # Errors
+    /// [`Error::NotReadable`](crate::Error::NotReadable) on the sending end of
+    /// a simplex pipe, which has no receiving half.
+    pub fn split(self) -> Result<(SendHalf<T>, RecvHalf<T>)> {
+        let rx = io::readable(self.rx)?;
+        Ok((SendHalf::new(self.tx), RecvHalf::new(rx)))
+    }
+
+    pub(crate) fn from_halves(tx: Sender, rx: Receiver) -> Self {
+        Connection {
+            tx,
+            rx: Some(rx),
+            _trust: PhantomData,
         }
     }
 
@@ -255,22 +254,20 @@ impl<T: Trust> Connection<T> {
     /// make the intent visible, like Python's `Connection.close()`.
     ///
     /// # Errors
-    /// None today: closing a descriptor cannot fail in a way a caller could act
+    /// None today: closing a socket cannot fail in a way a caller could act
     /// on. The `Result` leaves room for transports that flush on close.
     pub fn close(self) -> Result<()> {
-        // Ignore ENOTCONN: the peer may already be gone.
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.tx.endpoint().close();
         Ok(())
     }
 
-    /// Frees the read buffer if nothing is waiting in it. Connections free it
-    /// on their own after large messages; call this before parking many idle
-    /// connections to hold their memory to a minimum.
+    /// Frees the read buffer and the encoding scratch space if nothing is
+    /// waiting in them: an idle connection then holds no buffer memory.
     pub fn shrink_buffers(&mut self) {
-        if let Some(reader) = self.reader.as_mut() {
-            reader.release_if_idle();
+        if let Some(rx) = self.rx.as_mut() {
+            rx.shrink();
         }
-        self.scratch = Vec::new();
+        self.tx.shrink();
     }
 }
 
@@ -278,28 +275,25 @@ impl Connection<Authenticated> {
     /// Receives one typed value.
     ///
     /// # Errors
-    /// [`Error::Codec`] when the message is not a valid encoding of `V` or has
-    /// bytes left over; the message is consumed and the next one is
-    /// unaffected. Otherwise as [`recv_bytes`](Self::recv_bytes).
+    /// [`Error::Codec`](crate::Error::Codec) when the message is not a valid
+    /// encoding of `V` or has bytes left over; the message is consumed and the
+    /// next one is unaffected. Otherwise as [`recv_bytes`](Self::recv_bytes).
     pub fn recv<V: DeserializeOwned>(&mut self) -> Result<V> {
-        let (stream, reader) = self.parts()?;
-        Ok(reader.read_with(stream, None, codec::decode)??)
+        self.receiver()?.recv(None)
     }
 
-    /// Like [`recv`](Self::recv), but gives up with [`Error::Timeout`] after
-    /// `timeout`, losing nothing.
+    /// Like [`recv`](Self::recv), but gives up with
+    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`, losing nothing.
     ///
     /// # Errors
-    /// As [`recv`](Self::recv), plus [`Error::Timeout`].
+    /// As [`recv`](Self::recv), plus the timeout.
     pub fn recv_timeout<V: DeserializeOwned>(&mut self, timeout: Duration) -> Result<V> {
-        let deadline = deadline_after(timeout);
-        let (stream, reader) = self.parts()?;
-        Ok(reader.read_with(stream, deadline, codec::decode)??)
+        self.receiver()?.recv(deadline_after(timeout))
     }
 }
 
 impl Connection<Unverified> {
-    /// Trusts the peer without any proof. Only for peers on a network you
+    /// Trusts the peer without any proof. Only for peers on a channel you
     /// control completely (a socket you created and handed to a child, say):
     /// anyone who can reach the address can send values for your decoder.
     pub fn dangerous_trust_without_authentication(self) -> Connection<Authenticated> {
@@ -310,8 +304,8 @@ impl Connection<Unverified> {
     /// answer one) with default options.
     ///
     /// # Errors
-    /// [`Error::Auth`] when the peer does not hold the key, misbehaves, or the
-    /// handshake does not finish within the default deadline.
+    /// [`Error::Auth`](crate::Error::Auth) when the peer does not hold the key,
+    /// misbehaves, or the handshake does not finish within the default deadline.
     pub fn authenticate_as_server(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
         crate::handshake::HandshakeOptions::default().run_as_server(self, authkey)
     }
@@ -330,7 +324,7 @@ impl Connection<Unverified> {
     }
 }
 
-fn deadline_after(timeout: Duration) -> Option<Instant> {
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
@@ -342,43 +336,56 @@ mod unix {
     use crate::error::Error;
     use crate::sys;
 
-    /// Adopts a connected stream socket, a pipe end inherited from a parent
-    /// process, say. Nobody vouches for its peer, so it starts
-    /// [`Unverified`]; authenticate it, or trust it explicitly.
-    impl From<OwnedFd> for Connection<Unverified> {
-        fn from(fd: OwnedFd) -> Self {
-            let stream = sys::Stream::from_fd(fd);
-            Connection::from_stream(stream, true, true)
-        }
-    }
-
-    /// Gives up the descriptor, to hand it to a child process for example.
-    ///
-    /// Fails with the connection back when it has read ahead bytes that
-    /// the descriptor would lose.
-    impl<T: Trust> TryFrom<Connection<T>> for OwnedFd {
-        type Error = (Error, Connection<T>);
-
-        fn try_from(conn: Connection<T>) -> std::result::Result<OwnedFd, Self::Error> {
-            if conn.reader.as_ref().is_some_and(|r| r.has_buffered()) {
-                return Err((
-                    Error::Io(std::io::Error::other("bytes already read would be lost")),
-                    conn,
-                ));
-            }
-            Ok(conn.stream.into())
-        }
-    }
-
     impl<T: Trust> AsFd for Connection<T> {
         fn as_fd(&self) -> BorrowedFd<'_> {
-            self.stream.as_fd()
+            self.endpoint().stream().as_fd()
         }
     }
 
     impl<T: Trust> AsRawFd for Connection<T> {
         fn as_raw_fd(&self) -> RawFd {
-            self.stream.as_raw_fd()
+            self.endpoint().stream().as_raw_fd()
+        }
+    }
+
+    /// Adopts a connected stream socket, a pipe end inherited from a parent
+    /// process, say. Nobody vouches for its peer, so it starts
+    /// [`Unverified`]; authenticate it, or trust it explicitly.
+    impl From<OwnedFd> for Connection<Unverified> {
+        fn from(fd: OwnedFd) -> Self {
+            Connection::from_stream(sys::Stream::from_fd(fd), true, true)
+        }
+    }
+
+    /// Gives up the descriptor, to hand it to a child process for example.
+    ///
+    /// Fails with the connection back when it has read ahead bytes that the
+    /// descriptor would lose, or when a [`CloseHandle`](super::CloseHandle)
+    /// still refers to it.
+    impl<T: Trust> TryFrom<Connection<T>> for OwnedFd {
+        type Error = (Error, Connection<T>);
+
+        fn try_from(conn: Connection<T>) -> std::result::Result<OwnedFd, Self::Error> {
+            if conn.rx.as_ref().is_some_and(|r| r.has_buffered()) {
+                let e = std::io::Error::other("bytes already read would be lost");
+                return Err((Error::Io(e), conn));
+            }
+            let Connection { tx, rx, _trust } = conn;
+            drop(rx);
+            match tx.into_endpoint() {
+                Ok(endpoint) => Ok(endpoint.into_stream().into()),
+                Err(tx) => {
+                    let e = std::io::Error::other("a close handle still refers to the connection");
+                    Err((
+                        Error::Io(e),
+                        Connection {
+                            tx,
+                            rx: None,
+                            _trust,
+                        },
+                    ))
+                }
+            }
         }
     }
 }
