@@ -75,12 +75,13 @@ impl<T: Trust> SendHalf<T> {
     ///
     /// # Errors
     /// Gives both halves back when they come from different connections.
+    #[allow(clippy::type_complexity)]
     pub fn reunite(
         self,
         rx: RecvHalf<T>,
-    ) -> std::result::Result<Connection<T>, (Self, RecvHalf<T>)> {
+    ) -> std::result::Result<Connection<T>, Box<(Self, RecvHalf<T>)>> {
         if !self.tx.same_endpoint(&rx.rx) {
-            return Err((self, rx));
+            return Err(Box::new((self, rx)));
         }
         Ok(Connection::from_halves(self.tx, rx.rx))
     }
