@@ -199,7 +199,7 @@ fn a_split_receiver_is_woken_by_its_sender_side_handle() {
 
 /// A listener and its connections in one WaitSet.
 enum Slot {
-    Listener(Listener),
+    Listener(Box<Listener>),
     Peer(Connection, u32),
 }
 
@@ -271,7 +271,7 @@ fn a_hundred_clients_times_ten_thousand_messages_lose_nothing() {
     let listener = Listener::bind(&path, KEY).unwrap();
     let address = listener.address().to_string();
     let mut set = WaitSet::new().unwrap();
-    set.insert(Slot::Listener(listener)).unwrap();
+    set.insert(Slot::Listener(Box::new(listener))).unwrap();
     let children: Vec<_> = (0..LOAD_PROCESSES)
         .map(|p| {
             let first = (p * LOAD_CLIENTS_PER_PROCESS).to_string();
