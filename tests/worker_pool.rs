@@ -1,0 +1,91 @@
+//! The worker-pool demo, run as a user runs it: a worker is killed in the
+//! middle of a task and every task must still complete exactly once, with the
+//! right answer.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::watchdog;
+
+/// The example binary, built next to this test binary.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join("examples").join("worker_pool");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "worker_pool"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+/// π(n) by a plain sieve, independent of the example's segmented one.
+fn primes_below(n: usize) -> usize {
+    let mut composite = vec![false; n];
+    let mut count = 0;
+    for i in 2..n {
+        if !composite[i] {
+            count += 1;
+            for j in (i * i..n).step_by(i) {
+                composite[j] = true;
+            }
+        }
+    }
+    count
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(example())
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_worker_killed_mid_task_loses_nothing() {
+    let _w = watchdog(120);
+    let expected = primes_below(24_000_000);
+    for transport in [&[][..], &["--tcp"]] {
+        let mut args = vec!["--workers", "3", "--tasks", "24", "--kill-task", "5"];
+        args.extend_from_slice(transport);
+        let out = run(&args, &[]);
+        assert!(out.contains("killing worker"), "{out}");
+        assert!(out.contains("died during task 5; re-queued it"), "{out}");
+        assert!(
+            out.contains("tasks: 24 completed, each exactly once: true"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("primes below 24000000: {expected}")),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn an_impostor_worker_is_rejected_and_reported() {
+    let _w = watchdog(120);
+    let out = run(
+        &["--workers", "2", "--tasks", "6", "--no-kill"],
+        &[("MPCONN_POOL_IMPOSTOR", "1")],
+    );
+    assert!(out.contains("rejected handshakes: 1"), "{out}");
+    assert!(out.contains("digest was wrong"), "{out}");
+    assert!(
+        out.contains("tasks: 6 completed, each exactly once: true"),
+        "{out}"
+    );
+}
