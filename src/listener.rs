@@ -308,6 +308,7 @@ impl<T: Trust> Listener<T> {
             ready: VecDeque::new(),
             last_accepted: None,
             shared: shared.clone(),
+            backoff: Backoff::default(),
         };
         Ok(Listener {
             engine: Mutex::new(engine),
@@ -329,8 +330,10 @@ impl<T: Trust> Listener<T> {
     /// # Errors
     /// [`Error::Closed`] after [`close`](Self::close), [`Error::Timeout`]
     /// when the accept timeout passes, [`Error::Io`] when the listening
-    /// socket fails (out of descriptors, for example; the listener stays
-    /// usable and retries on the next call).
+    /// socket fails. Out of descriptors (`EMFILE`) is reported once; the
+    /// listener stays usable, keeps the client in the backlog, and the next
+    /// call retries after a pause that grows from 10 ms to 1 s while the
+    /// shortage lasts, so a server loop that logs and goes on does not spin.
     pub fn accept(&self) -> Result<Connection<T>> {
         let timeout = self.lock().opts.accept_timeout;
         self.accept_deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
@@ -470,6 +473,29 @@ struct Engine {
     ready: VecDeque<(sys::Stream, Option<Address>)>,
     last_accepted: Option<Address>,
     shared: Arc<Shared>,
+    backoff: Backoff,
+}
+
+/// The pause before accepting again after the system ran out of resources.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<Instant>,
+    step: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn fail(&mut self) {
+        self.step = (self.step * 2).clamp(Self::FIRST, Self::MAX);
+        self.until = Instant::now().checked_add(self.step);
+    }
+
+    fn reset(&mut self) {
+        self.until = None;
+        self.step = Duration::ZERO;
+    }
 }
 
 impl Engine {
@@ -497,7 +523,12 @@ impl Engine {
             if polled && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout);
             }
-            let wake_at = self.pending_deadline().into_iter().chain(deadline).min();
+            let wake_at = self
+                .pending_deadline()
+                .into_iter()
+                .chain(deadline)
+                .chain(self.backoff.until)
+                .min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(now));
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
@@ -518,15 +549,23 @@ impl Engine {
 
     /// Accepts every waiting client, up to the pending cap.
     fn accept_new(&mut self) -> Result<()> {
+        if self.backoff.until.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
         while self.pending.len() - self.free.len() < self.opts.max_pending {
             let (socket, peer) = match self.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if is_transient_accept_error(&e) => continue,
-                // Out of descriptors, for one: the client stays in the
-                // backlog and the next accept() tries again.
-                Err(e) => return Err(e.into()),
+                // Out of descriptors or memory: the client stays in the
+                // backlog; report it once and retry after a growing pause
+                // instead of spinning, while pending handshakes go on.
+                Err(e) => {
+                    self.backoff.fail();
+                    return Err(e.into());
+                }
             };
+            self.backoff.reset();
             let peer = socket::peer_address(&peer);
             if let Err(e) = socket::configure_accepted(&socket) {
                 self.report(peer, e.into());

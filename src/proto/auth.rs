@@ -57,7 +57,7 @@ pub enum Digest {
 }
 
 impl Digest {
-    const ALL: [Digest; 5] = [
+    pub(crate) const ALL: [Digest; 5] = [
         Digest::Md5,
         Digest::Sha256,
         Digest::Sha384,
@@ -82,7 +82,7 @@ impl Digest {
             .find(|d| d.name().as_bytes() == name)
     }
 
-    fn mac(self, key: &[u8], message: &[u8]) -> Vec<u8> {
+    pub(crate) fn mac(self, key: &[u8], message: &[u8]) -> Vec<u8> {
         fn run<M: Mac + KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
             // HMAC takes keys of any length; new_from_slice cannot fail.
             let mut mac = <M as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());

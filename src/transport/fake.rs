@@ -1,3 +1,5 @@
+#![cfg_attr(not(test), allow(dead_code))]
+
 //! An in-memory [`ByteStream`] for unit tests of the reader and writer: it
 //! hands out its input in chosen chunk sizes, injects EINTR and short writes,
 //! and can report a timeout when its input runs dry.

@@ -81,5 +81,5 @@ pub(crate) fn retry<S: ByteStream + ?Sized>(
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fake;

@@ -1,0 +1,139 @@
+//! Entry points for the fuzz targets in `fuzz/`. Compiled only with the
+//! non-default `fuzzing` feature; not part of the public API.
+
+use crate::key::AuthKey;
+use crate::proto::auth::{AuthPolicy, Digest, Handshake, NONCE_LEN, Role, Status};
+use crate::proto::codec;
+use crate::transport::FrameReader;
+use crate::transport::fake::FakeStream;
+
+/// The key every fuzzed handshake uses.
+const KEY: &[u8] = b"fuzzing-key-0123456789";
+
+/// Splits `data` into a chunking schedule (first bytes) and a payload.
+fn schedule(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let n = usize::from(data.first().copied().unwrap_or(0) % 8);
+    let body = data.get(1..).unwrap_or_default();
+    let n = n.min(body.len());
+    let chunks: Vec<usize> = body[..n].iter().map(|&b| usize::from(b).max(1)).collect();
+    let chunks = if chunks.is_empty() {
+        vec![usize::MAX]
+    } else {
+        chunks
+    };
+    (chunks, &body[n..])
+}
+
+/// Reads frames from arbitrary bytes at an arbitrary chunking with a small
+/// limit; must never panic, and every message must fit the limit.
+pub fn frame_decoder(data: &[u8]) {
+    let (chunks, wire) = schedule(data);
+    let stream = FakeStream::new(wire.to_vec()).chunks(&chunks);
+    let mut reader = FrameReader::new(4096);
+    let mut buf = [0u8; 512];
+    for i in 0.. {
+        let result = match i % 3 {
+            0 => reader.read_owned(&stream, None).map(|m| m.len()),
+            1 => reader.read_with(&stream, None, <[u8]>::len),
+            _ => reader.read_into(&stream, None, &mut buf),
+        };
+        match result {
+            Ok(len) => assert!(len <= 4096),
+            Err(crate::Error::BufferTooShort(m)) => assert!(m.len() > buf.len() && m.len() <= 4096),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The listener's side of the handshake against arbitrary bytes.
+pub fn handshake_server(data: &[u8]) {
+    handshake(Role::Server, data);
+}
+
+/// The client's side of the handshake against arbitrary bytes.
+pub fn handshake_client(data: &[u8]) {
+    handshake(Role::Client, data);
+}
+
+/// Feeds arbitrary bytes to a handshake machine of `role`. HMACs cannot be
+/// forged, so the machine may reach `Done` only if the input carries a valid
+/// answer to its (fixed) challenge; it must never take more bytes than
+/// offered, and must stop wanting input once it has failed.
+fn handshake(role: Role, data: &[u8]) {
+    let (chunks, wire) = schedule(data);
+    let policy = AuthPolicy {
+        allow_legacy_md5: data.first().is_some_and(|b| b & 0x80 != 0),
+        ..AuthPolicy::default()
+    };
+    let mut hs = Handshake::new(role, AuthKey::new(KEY), policy, [7; NONCE_LEN]);
+    let mut rest = wire;
+    let mut i = 0;
+    while !rest.is_empty() && matches!(hs.status(), Status::InProgress) {
+        let n = chunks[i % chunks.len()].min(rest.len());
+        i += 1;
+        let used = hs.feed(&rest[..n]);
+        assert!(used <= n);
+        let out = hs.output().len();
+        hs.consume_output(out);
+        if used == 0 {
+            break;
+        }
+        rest = &rest[used..];
+    }
+    if hs.status() == &Status::Done {
+        assert!(
+            carries_valid_answer(wire, policy.allow_legacy_md5),
+            "handshake completed without a valid answer"
+        );
+    }
+    if matches!(hs.status(), Status::Failed(_)) {
+        assert_eq!(hs.wants(), 0);
+    }
+}
+
+/// Whether `wire` contains an answer to the fixed challenge in any digest
+/// the machine accepts.
+fn carries_valid_answer(wire: &[u8], legacy: bool) -> bool {
+    let ours = [b"{sha256}".as_slice(), &[7; NONCE_LEN]].concat();
+    let mut answers: Vec<Vec<u8>> = Digest::ALL
+        .into_iter()
+        .filter(|&d| d != Digest::Md5 || legacy)
+        .map(|d| {
+            let prefix = format!("{{{}}}", d.name());
+            [prefix.as_bytes(), &d.mac(KEY, &ours)].concat()
+        })
+        .collect();
+    if legacy {
+        answers.push(Digest::Md5.mac(KEY, &ours));
+    }
+    answers
+        .iter()
+        .any(|a| wire.windows(a.len()).any(|w| w == a.as_slice()))
+}
+
+/// Decodes arbitrary bytes as a handful of typed shapes; must never panic,
+/// overflow the stack or allocate beyond the input.
+pub fn typed_recv(data: &[u8]) {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Tree {
+        Leaf(String),
+        Node(Vec<Tree>),
+        Map(std::collections::BTreeMap<u32, Tree>),
+        Opt(Option<Box<Tree>>),
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Job {
+        id: u64,
+        name: String,
+        data: Vec<u8>,
+        weights: Vec<f64>,
+        tags: std::collections::HashMap<String, i32>,
+        nested: Option<(i8, char, bool)>,
+    }
+    let _ = codec::decode::<Tree>(data);
+    let _ = codec::decode::<Job>(data);
+    let _ = codec::decode::<Vec<String>>(data);
+    let _ = codec::decode::<(u128, i64, String)>(data);
+}

@@ -1,0 +1,108 @@
+//! Peak heap use under lying lengths, measured with a counting allocator.
+//! Each test runs alone in a child process so that the peak is its own.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use common::{child_role, expect_success, spawn_child, watchdog};
+use mpconn::{Connection, Error, Unverified};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged and only keeps counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        // SAFETY: the caller's layout contract passes straight through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+        // SAFETY: ptr came from System.alloc with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `body` in a child process of its own; returns whether this process is that child.
+fn isolated(test: &str) -> bool {
+    if child_role().as_deref() == Some("memory") {
+        return true;
+    }
+    let _w = watchdog(60);
+    expect_success(spawn_child(test, "memory", Stdio::null(), &[]));
+    false
+}
+
+/// A connection whose peer is a raw socket the test writes into.
+fn raw_peer() -> (UnixStream, Connection<Unverified>) {
+    let (raw, ours) = UnixStream::pair().unwrap();
+    (raw, Connection::from(OwnedFd::from(ours)))
+}
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn a_lying_length_costs_what_was_sent_not_what_was_claimed() {
+    if !isolated("a_lying_length_costs_what_was_sent_not_what_was_claimed") {
+        return;
+    }
+    let (mut raw, mut conn) = raw_peer();
+    conn.set_max_message_size(4 << 30);
+    // Claims 3 GiB, sends 2 MiB, then leaves. Built before measuring.
+    let mut wire = vec![0xff; 4];
+    wire.extend_from_slice(&(3u64 << 30).to_be_bytes());
+    wire.extend_from_slice(&vec![7u8; 2 * MIB]);
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let writer = thread::spawn(move || raw.write_all(&wire).unwrap());
+    let err = conn.recv_bytes().unwrap_err();
+    writer.join().unwrap();
+    assert!(
+        matches!(err, Error::Truncated { received, .. } if received == 2 * MIB as u64),
+        "{err}"
+    );
+    // Growth doubles with what arrived; a reallocation briefly holds the old
+    // and the new block: at most 3x what was received, plus the read buffer.
+    let peak = PEAK.load(Ordering::SeqCst) - base;
+    assert!(
+        peak <= 6 * MIB + MIB / 2,
+        "peak {peak} bytes for 2 MiB received"
+    );
+}
+
+#[test]
+fn decode_bombs_allocate_nothing_near_their_claims() {
+    if !isolated("decode_bombs_allocate_nothing_near_their_claims") {
+        return;
+    }
+    let (mut a, mut b) = mpconn::pipe().unwrap();
+    for claim in [1u64 << 40, 1 << 30, 100 * MIB as u64] {
+        let mut bomb = vec![0xfd];
+        bomb.extend_from_slice(&claim.to_le_bytes());
+        bomb.extend_from_slice(&[b'x'; 64]);
+        a.send_bytes(&bomb).unwrap();
+        a.send_bytes(&bomb).unwrap();
+        a.send_bytes(&bomb).unwrap();
+        let base = CURRENT.load(Ordering::SeqCst);
+        PEAK.store(base, Ordering::SeqCst);
+        assert!(matches!(b.recv::<String>(), Err(Error::Codec(_))));
+        assert!(matches!(b.recv::<Vec<u8>>(), Err(Error::Codec(_))));
+        assert!(matches!(b.recv::<Vec<String>>(), Err(Error::Codec(_))));
+        let peak = PEAK.load(Ordering::SeqCst) - base;
+        assert!(peak < 2 * MIB, "claim {claim}: peak {peak} bytes");
+    }
+}
