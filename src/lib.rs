@@ -24,7 +24,7 @@ mod wait;
 pub use address::{Address, Family, ToAddress};
 pub use client::{Client, ClientOptions, DEFAULT_CONNECT_TIMEOUT};
 pub use connection::{
-    Authenticated, CloseHandle, Connection, DEFAULT_MAX_MESSAGE, RecvHalf, SendHalf, Trust,
+    Authenticated, Batch, CloseHandle, Connection, DEFAULT_MAX_MESSAGE, RecvHalf, SendHalf, Trust,
     Unverified,
 };
 pub use error::{AddressError, AuthError, CodecError, Error, ProtocolError, Result};

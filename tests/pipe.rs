@@ -396,3 +396,75 @@ fn a_child_killed_mid_message_gives_a_prompt_truncation() {
     let mut child = child;
     assert!(!child.wait().unwrap().success());
 }
+
+#[test]
+fn batches_put_the_same_bytes_on_the_wire_as_single_sends() {
+    let _w = watchdog(20);
+    let big = vec![5u8; 200_000];
+    let script = |conn: &mut Connection<Unverified>, batched: bool| {
+        let big = big.clone();
+        if batched {
+            let mut batch = conn.batch();
+            for i in 0..500u32 {
+                batch.send(&(i, "x")).unwrap();
+                batch.send_bytes(&i.to_be_bytes()).unwrap();
+            }
+            batch.send_bytes(&big).unwrap();
+            batch.send_bytes(b"").unwrap();
+            batch.send(&"tail").unwrap();
+            // Dropped without flush: drop writes the rest.
+        } else {
+            for i in 0..500u32 {
+                conn.send(&(i, "x")).unwrap();
+                conn.send_bytes(&i.to_be_bytes()).unwrap();
+            }
+            conn.send_bytes(&big).unwrap();
+            conn.send_bytes(b"").unwrap();
+            conn.send(&"tail").unwrap();
+        }
+    };
+    let mut wires = Vec::new();
+    for batched in [false, true] {
+        let (raw, ours) = UnixStream::pair().unwrap();
+        let mut conn = Connection::from(OwnedFd::from(ours));
+        let reader = thread::spawn(move || {
+            let mut raw = raw;
+            let mut wire = Vec::new();
+            std::io::Read::read_to_end(&mut raw, &mut wire).unwrap();
+            wire
+        });
+        script(&mut conn, batched);
+        drop(conn);
+        wires.push(reader.join().unwrap());
+    }
+    assert_eq!(wires[0], wires[1]);
+}
+
+#[test]
+fn batches_deliver_in_order_and_report_errors_on_flush() {
+    let _w = watchdog(20);
+    let (mut a, mut b) = pipe().unwrap();
+    let reader = thread::spawn(move || {
+        for i in 0..100_000u32 {
+            assert_eq!(b.recv::<u32>().unwrap(), i);
+        }
+        b
+    });
+    let mut batch = a.batch();
+    for i in 0..100_000u32 {
+        batch.send(&i).unwrap();
+    }
+    batch.flush().unwrap();
+    assert_eq!(batch.queued_bytes(), 0);
+    drop(batch);
+    drop(reader.join().unwrap());
+    let mut batch = a.batch();
+    batch.send_bytes(b"into the void").unwrap();
+    assert!(batch.flush().is_err());
+
+    let (mut rx, _tx) = pipe_simplex().unwrap();
+    assert!(matches!(
+        rx.batch().send_bytes(b"x"),
+        Err(Error::NotWritable)
+    ));
+}

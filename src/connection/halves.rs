@@ -66,6 +66,11 @@ impl<T: Trust> SendHalf<T> {
         self.tx.send_bytes(buf)
     }
 
+    /// As [`Connection::batch`].
+    pub fn batch(&mut self) -> super::Batch<'_> {
+        super::Batch::new(&mut self.tx)
+    }
+
     /// A handle that closes the whole connection from any thread.
     pub fn close_handle(&self) -> CloseHandle {
         CloseHandle::new(self.tx.weak())

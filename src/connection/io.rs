@@ -10,10 +10,12 @@ use crate::error::{Error, Result};
 use crate::proto::codec;
 use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
-use crate::transport::{ByteStream, Endpoint, FrameReader, write_all, write_frame};
+use crate::transport::{ByteStream, Endpoint, FrameReader, write_all, write_frame, write_slices};
 
 /// Typed-send scratch buffers larger than this are freed after use.
 const SCRATCH_KEEP: usize = 64 * 1024;
+/// A batch is written out once this many bytes are queued.
+pub(crate) const BATCH_FLUSH: usize = 64 * 1024;
 
 /// The receiving side, or `NotReadable` on a send-only end.
 pub(crate) fn readable<R>(rx: Option<R>) -> Result<R> {
@@ -28,6 +30,8 @@ pub(crate) struct Sender {
     enabled: bool,
     /// Typed sends encode here, behind room for the frame header.
     scratch: Vec<u8>,
+    /// Frames queued by a [`Batch`](super::Batch), header and payload.
+    queued: Vec<u8>,
 }
 
 impl Sender {
@@ -36,6 +40,7 @@ impl Sender {
             endpoint,
             enabled,
             scratch: Vec::new(),
+            queued: Vec::new(),
         }
     }
 
@@ -57,11 +62,13 @@ impl Sender {
             endpoint,
             enabled,
             scratch,
+            queued,
         } = self;
         Arc::try_unwrap(endpoint).map_err(|endpoint| Sender {
             endpoint,
             enabled,
             scratch,
+            queued,
         })
     }
 
@@ -99,6 +106,74 @@ impl Sender {
 
     pub(crate) fn shrink(&mut self) {
         self.scratch = Vec::new();
+        if self.queued.is_empty() {
+            self.queued = Vec::new();
+        }
+    }
+
+    /// Queues one frame; writes the queue out once it passes `BATCH_FLUSH`.
+    /// A large payload leaves at once, in one vectored write with the queue.
+    pub(crate) fn queue_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        self.check()?;
+        let mut header = [0; MAX_HEADER];
+        let n = frame::encode_header(buf.len() as u64, &mut header);
+        if buf.len() >= BATCH_FLUSH {
+            let queued = std::mem::take(&mut self.queued);
+            let parts = [&queued[..], &header[MAX_HEADER - n..], buf];
+            let sent = write_slices(&*self.endpoint, &parts, None);
+            self.queued = queued;
+            self.queued.clear();
+            return sent;
+        }
+        self.queued.extend_from_slice(&header[MAX_HEADER - n..]);
+        self.queued.extend_from_slice(buf);
+        self.flush_if_full()
+    }
+
+    /// Queues one typed value.
+    pub(crate) fn queue<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
+        self.check()?;
+        let start = self.queued.len();
+        // Encode behind a 4-byte header slot; widen it in the rare case the
+        // value passes 2 GiB.
+        self.queued.extend_from_slice(&[0; 4]);
+        if let Err(e) = codec::encode(value, &mut self.queued) {
+            self.queued.truncate(start);
+            return Err(e.into());
+        }
+        let len = (self.queued.len() - start - 4) as u64;
+        let mut header = [0; MAX_HEADER];
+        let n = frame::encode_header(len, &mut header);
+        if n == 4 {
+            self.queued[start..start + 4].copy_from_slice(&header[MAX_HEADER - 4..]);
+        } else {
+            self.queued.splice(start..start + 4, header.iter().copied());
+        }
+        self.flush_if_full()
+    }
+
+    fn flush_if_full(&mut self) -> Result<()> {
+        match self.queued.len() >= BATCH_FLUSH {
+            true => self.flush(),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes out every queued frame.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.queued.is_empty() {
+            return Ok(());
+        }
+        let sent = write_all(&*self.endpoint, &self.queued, None);
+        self.queued.clear();
+        if self.queued.capacity() > 4 * BATCH_FLUSH {
+            self.queued = Vec::new();
+        }
+        sent
+    }
+
+    pub(crate) fn queued_len(&self) -> usize {
+        self.queued.len()
     }
 }
 

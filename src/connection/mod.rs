@@ -12,9 +12,11 @@ use crate::error::Result;
 use crate::sys;
 use crate::transport::Endpoint;
 
+mod batch;
 mod halves;
 mod io;
 
+pub use batch::Batch;
 pub use halves::{CloseHandle, RecvHalf, SendHalf};
 pub(crate) use io::{Receiver, Sender};
 
@@ -146,6 +148,11 @@ impl<T: Trust> Connection<T> {
     /// As [`send`](Self::send), without the codec error.
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.tx.send_bytes(buf)
+    }
+
+    /// A corked writer that sends many messages in one system call; see [`Batch`].
+    pub fn batch(&mut self) -> Batch<'_> {
+        Batch::new(&mut self.tx)
     }
 
     /// Receives one message as bytes, waiting as long as it takes.

@@ -14,7 +14,7 @@ mod writer;
 
 pub(crate) use endpoint::Endpoint;
 pub(crate) use reader::FrameReader;
-pub(crate) use writer::{write_all, write_frame};
+pub(crate) use writer::{write_all, write_frame, write_slices};
 
 /// What the reader and writer need from a connected byte stream.
 pub(crate) trait ByteStream {

@@ -33,6 +33,16 @@ pub(crate) fn write_all<S: ByteStream + ?Sized>(
     write_vectored_all(stream, &mut [IoSlice::new(bytes)], deadline)
 }
 
+/// Sends several byte slices back to back, in as few writes as the stream allows.
+pub(crate) fn write_slices<S: ByteStream + ?Sized>(
+    stream: &S,
+    parts: &[&[u8]],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut bufs: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    write_vectored_all(stream, &mut bufs, deadline)
+}
+
 fn write_vectored_all<S: ByteStream + ?Sized>(
     stream: &S,
     mut bufs: &mut [IoSlice<'_>],
