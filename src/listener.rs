@@ -19,13 +19,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::Socket;
 
-use crate::address::{Address, ToAddress};
+use crate::address::{Address, Family, ToAddress};
 use crate::connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
 use crate::error::{AuthError, Error, Result};
 use crate::handshake::HandshakeOptions;
+use crate::handshake::READ_AHEAD;
 use crate::key::AuthKey;
-use crate::proto::auth::{Digest, Handshake, MAX_MESSAGE, Role, Status};
-use crate::proto::frame::MAX_HEADER;
+use crate::proto::auth::{Digest, Handshake, Role, Status};
 use crate::socket::{self, BindOptions, unix_path::SocketFile};
 use crate::sys;
 
@@ -309,6 +309,7 @@ impl<T: Trust> Listener<T> {
             last_accepted: None,
             shared: shared.clone(),
             backoff: Backoff::default(),
+            tcp: bound.address.family() == Family::Tcp,
         };
         Ok(Listener {
             engine: Mutex::new(engine),
@@ -349,10 +350,12 @@ impl<T: Trust> Listener<T> {
 
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
         let mut engine = self.lock();
-        let stream = engine.accept(deadline)?;
-        let mut conn = Connection::from_stream(stream, true, true);
-        conn.set_max_message_size(engine.opts.max_message);
-        Ok(conn)
+        let accepted = engine.accept(deadline)?;
+        Ok(Connection::with_early_bytes(
+            accepted.stream,
+            &accepted.early,
+            engine.opts.max_message,
+        ))
     }
 
     /// Moves pending handshakes forward without blocking and returns a
@@ -452,12 +455,22 @@ struct Pending {
     handshake: Handshake,
     deadline: Instant,
     peer: Option<Address>,
+    /// Bytes read past the handshake's last message: the client's first
+    /// messages, handed to the connection.
+    early: Vec<u8>,
 }
 
 enum Progress {
     Waiting,
     Done,
     Failed(AuthError),
+}
+
+/// A client that passed its handshake, waiting for `accept()`.
+struct Accepted {
+    stream: sys::Stream,
+    peer: Option<Address>,
+    early: Vec<u8>,
 }
 
 /// The accept loop's state, behind the listener's mutex.
@@ -470,10 +483,12 @@ struct Engine {
     /// Slot i holds the client registered with token FIRST_PENDING + i.
     pending: Vec<Option<Pending>>,
     free: Vec<usize>,
-    ready: VecDeque<(sys::Stream, Option<Address>)>,
+    ready: VecDeque<Accepted>,
     last_accepted: Option<Address>,
     shared: Arc<Shared>,
     backoff: Backoff,
+    /// A TCP listener: accepted sockets get TCP_NODELAY.
+    tcp: bool,
 }
 
 /// The pause before accepting again after the system ran out of resources.
@@ -502,17 +517,17 @@ impl Engine {
     /// Runs the handshakes until one completes or `deadline` passes. The
     /// poll runs at least once, so a deadline of now makes this a
     /// non-blocking step.
-    fn accept(&mut self, deadline: Option<Instant>) -> Result<sys::Stream> {
+    fn accept(&mut self, deadline: Option<Instant>) -> Result<Accepted> {
         let mut polled = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
                 self.drop_all_pending();
                 return Err(Error::Closed);
             }
-            if let Some((stream, peer)) = self.ready.pop_front() {
-                self.last_accepted = peer;
+            if let Some(accepted) = self.ready.pop_front() {
+                self.last_accepted = accepted.peer.clone();
                 self.shared.accepted.fetch_add(1, Ordering::Relaxed);
-                return Ok(stream);
+                return Ok(accepted);
             }
             self.accept_new()?;
             if !self.ready.is_empty() {
@@ -553,7 +568,7 @@ impl Engine {
             return Ok(());
         }
         while self.pending.len() - self.free.len() < self.opts.max_pending {
-            let (socket, peer) = match self.socket.accept() {
+            let (socket, peer) = match sys::accept(&self.socket, self.key.is_some()) {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if is_transient_accept_error(&e) => continue,
@@ -567,19 +582,18 @@ impl Engine {
             };
             self.backoff.reset();
             let peer = socket::peer_address(&peer);
-            if let Err(e) = socket::configure_accepted(&socket) {
+            // One writev per message: Nagle could only add latency.
+            if self.tcp
+                && let Err(e) = socket.set_tcp_nodelay(true)
+            {
                 self.report(peer, e.into());
                 continue;
             }
             let Some(key) = &self.key else {
-                self.promote(socket, peer);
+                self.promote(socket, peer, Vec::new());
                 continue;
             };
             let handshake = self.opts.handshake.start(Role::Server, key)?;
-            if let Err(e) = socket.set_nonblocking(true) {
-                self.report(peer, e.into());
-                continue;
-            }
             let slot = match self.free.pop() {
                 Some(slot) => slot,
                 None => {
@@ -598,6 +612,7 @@ impl Engine {
                 handshake,
                 deadline: Instant::now() + self.opts.handshake.timeout,
                 peer,
+                early: Vec::new(),
             });
             self.advance(slot);
         }
@@ -614,7 +629,7 @@ impl Engine {
             Progress::Done => {
                 if let Some(p) = self.remove(slot) {
                     match p.socket.set_nonblocking(false) {
-                        Ok(()) => self.promote(p.socket, p.peer),
+                        Ok(()) => self.promote(p.socket, p.peer, p.early),
                         Err(e) => self.report(p.peer, e.into()),
                     }
                 }
@@ -627,9 +642,13 @@ impl Engine {
         }
     }
 
-    fn promote(&mut self, socket: Socket, peer: Option<Address>) {
+    fn promote(&mut self, socket: Socket, peer: Option<Address>, early: Vec<u8>) {
         match sys::Stream::from_socket(socket) {
-            Ok(stream) => self.ready.push_back((stream, peer)),
+            Ok(stream) => self.ready.push_back(Accepted {
+                stream,
+                peer,
+                early,
+            }),
             Err(e) => self.report(peer, e.into()),
         }
     }
@@ -677,11 +696,28 @@ impl Engine {
     }
 }
 
-/// Writes what the machine has to say and reads what it wants, until the
-/// socket would block or the handshake ends.
+/// Reads what the machine wants until the socket runs dry, then writes what
+/// it has to say in one go: a client that pipelined its challenge behind its
+/// answer gets `#WELCOME#` and our answer in a single write, one wake-up.
 fn drive_nonblocking(p: &mut Pending) -> Progress {
-    let mut buf = [0u8; MAX_HEADER + MAX_MESSAGE];
+    let mut buf = [0u8; READ_AHEAD];
     loop {
+        let mut drained = false;
+        while matches!(p.handshake.status(), Status::InProgress) && p.handshake.wants() > 0 {
+            match io::Read::read(&mut &p.socket, &mut buf) {
+                Ok(0) => p.handshake.peer_closed(),
+                Ok(n) => {
+                    let used = p.handshake.feed(&buf[..n]);
+                    p.early.extend_from_slice(&buf[used..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => p.handshake.peer_closed(),
+            }
+        }
         while !p.handshake.output().is_empty() {
             match sys_send(&p.socket, p.handshake.output()) {
                 Ok(n) => p.handshake.consume_output(n),
@@ -698,17 +734,8 @@ fn drive_nonblocking(p: &mut Pending) -> Progress {
         match p.handshake.status() {
             Status::Done => return Progress::Done,
             Status::Failed(e) => return Progress::Failed(e.clone()),
+            Status::InProgress if drained => return Progress::Waiting,
             Status::InProgress => {}
-        }
-        let want = p.handshake.wants().min(buf.len());
-        match io::Read::read(&mut &p.socket, &mut buf[..want]) {
-            Ok(0) => p.handshake.peer_closed(),
-            Ok(n) => {
-                p.handshake.feed(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Progress::Failed(AuthError::PeerClosed),
         }
     }
 }

@@ -120,14 +120,6 @@ pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<So
     Ok(socket)
 }
 
-/// Prepares an accepted socket for message traffic.
-pub(crate) fn configure_accepted(socket: &Socket) -> io::Result<()> {
-    if socket.local_addr()?.as_socket().is_some() {
-        socket.set_tcp_nodelay(true)?;
-    }
-    Ok(())
-}
-
 /// The address a peer connected from, when it has one.
 pub(crate) fn peer_address(sa: &SockAddr) -> Option<Address> {
     if let Some(sa) = sa.as_socket() {

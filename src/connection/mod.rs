@@ -109,6 +109,17 @@ impl<T: Trust> Connection<T> {
         }
     }
 
+    /// A connection whose stream has already delivered `early`: bytes that
+    /// arrived right behind the handshake, to be read first.
+    pub(crate) fn with_early_bytes(stream: sys::Stream, early: &[u8], max_message: u64) -> Self {
+        let mut conn = Self::from_stream(stream, true, true);
+        if let Some(rx) = conn.rx.as_mut() {
+            rx.set_max_message(max_message);
+            rx.reader_mut().unread(early);
+        }
+        conn
+    }
+
     /// Changes the trust marker, keeping everything read so far.
     fn retag<U: Trust>(self) -> Connection<U> {
         Connection {
