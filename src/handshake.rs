@@ -111,7 +111,9 @@ fn drive_blocking(
             // writes #WELCOME# and its answer back to back; without an
             // immediate ACK from us, Nagle's algorithm holds its second write
             // for our delayed ACK (40 ms). Ask for quick ACKs (TCP, Linux).
-            rx.endpoint().stream().quick_ack();
+            if hs.awaiting_verdict() {
+                rx.endpoint().stream().quick_ack();
+            }
             n = retry(rx.endpoint(), Interest::Readable, deadline, |s| {
                 s.read(&mut buf)
             })

@@ -310,6 +310,7 @@ impl<T: Trust> Listener<T> {
             shared: shared.clone(),
             backoff: Backoff::default(),
             tcp: bound.address.family() == Family::Tcp,
+            backlog: true,
         };
         Ok(Listener {
             engine: Mutex::new(engine),
@@ -489,6 +490,9 @@ struct Engine {
     backoff: Backoff,
     /// A TCP listener: accepted sockets get TCP_NODELAY.
     tcp: bool,
+    /// Clients may be waiting in the backlog: set by the poller's edge,
+    /// cleared when accept(2) runs dry.
+    backlog: bool,
 }
 
 /// The pause before accepting again after the system ran out of resources.
@@ -554,8 +558,10 @@ impl Engine {
             // Borrow the events apart from self while the handshakes advance.
             let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             for event in events.iter() {
-                if event.token().0 >= FIRST_PENDING {
-                    self.advance(event.token().0 - FIRST_PENDING);
+                match event.token() {
+                    LISTENER => self.backlog = true,
+                    WAKER => {}
+                    Token(t) => self.advance(t - FIRST_PENDING),
                 }
             }
             self.events = events;
@@ -564,13 +570,16 @@ impl Engine {
 
     /// Accepts every waiting client, up to the pending cap.
     fn accept_new(&mut self) -> Result<()> {
-        if self.backoff.until.is_some_and(|t| Instant::now() < t) {
+        if !self.backlog || self.backoff.until.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
         while self.pending.len() - self.free.len() < self.opts.max_pending {
             let (socket, peer) = match sys::accept(&self.socket, self.key.is_some()) {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.backlog = false;
+                    return Ok(());
+                }
                 Err(e) if is_transient_accept_error(&e) => continue,
                 // Out of descriptors or memory: the client stays in the
                 // backlog; report it once and retry after a growing pause

@@ -72,6 +72,21 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--role") {
         return child(&args[i + 1..]);
     }
+    if let Some(i) = args.iter().position(|a| a == "--profile-big") {
+        let n: usize = args[i + 1].parse().unwrap();
+        let big = vec![b'x'; MIB];
+        let (mut conn, mut child) = pipe_child("sink", n);
+        let t = Instant::now();
+        for _ in 0..n {
+            conn.send_bytes(&big).unwrap();
+        }
+        conn.recv_bytes().unwrap();
+        child.wait().unwrap();
+        return println!(
+            "{:.3} GB/s",
+            (n * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9
+        );
+    }
     if let Some(i) = args.iter().position(|a| a == "--profile-stream") {
         // One workload alone, for perf and strace.
         let n: usize = args[i + 1].parse().unwrap();

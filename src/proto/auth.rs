@@ -224,6 +224,11 @@ impl Handshake {
         &self.status
     }
 
+    /// Whether the next message expected is the peer's verdict on our answer.
+    pub fn awaiting_verdict(&self) -> bool {
+        self.expect == Some(Expect::Verdict)
+    }
+
     /// Bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
         &self.output

@@ -58,14 +58,13 @@ pub(crate) fn retry<S: ByteStream + ?Sized>(
     mut op: impl FnMut(&S) -> io::Result<usize>,
 ) -> Result<usize> {
     loop {
-        if stream.is_closed() {
-            return Err(Error::Closed);
-        }
         if deadline.is_some() && !stream.wait(interest, deadline)? {
             return Err(Error::Timeout);
         }
+        // Closing shuts the socket down, so an operation on a closed stream
+        // ends in end-of-stream or an error: only then is the flag worth a look.
         let result = op(stream);
-        if stream.is_closed() {
+        if matches!(result, Ok(0) | Err(_)) && stream.is_closed() {
             return Err(Error::Closed);
         }
         match result {
