@@ -2,9 +2,12 @@
 //! multiprocessing.connection and ipc-channel, in one run.
 //!
 //! ```text
-//! cargo bench --manifest-path bench/Cargo.toml             # full: 5 interleaved rounds
+//! cargo bench --manifest-path bench/Cargo.toml             # full: 7 interleaved rounds
 //! cargo bench --manifest-path bench/Cargo.toml -- --quick  # a few seconds, for CI
 //! ```
+//!
+//! `--profile-stream N` and `--profile-big N` run one mpconn workload alone,
+//! for perf or strace.
 //!
 //! Every workload runs between two processes. The systems take turns within
 //! each round, so that the machine's noise falls on all of them alike, and the
@@ -102,7 +105,7 @@ fn main() {
     let quick =
         args.iter().any(|a| a == "--quick") || std::env::var_os("MPCONN_BENCH_QUICK").is_some();
     let sizes = if quick { QUICK } else { FULL };
-    let rounds = if quick { 1 } else { 5 };
+    let rounds = if quick { 1 } else { 7 };
     run(sizes, rounds, quick);
 }
 
@@ -276,6 +279,24 @@ fn print_table(samples: &Samples, rounds: usize, quick: bool, python: Option<&Pa
     }
     println!();
     println!("Ratios are mpconn / peer: below 1 wins for 'lower' rows, above 1 for 'higher' rows.");
+    println!();
+    println!("Noise: spread (max/min - 1) of each system over the rounds");
+    for f in FIGURES {
+        let spreads: Vec<String> = SYSTEMS
+            .iter()
+            .filter_map(|system| {
+                let v = samples.get(&(f.name, *system))?;
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                (v.len() > 1 && lo > 0.0)
+                    .then(|| format!("{system} {:.0}%", (hi / lo - 1.0) * 100.0))
+            })
+            .collect();
+        if !spreads.is_empty() {
+            println!("  {:<30} {}", f.name, spreads.join(", "));
+        }
+    }
 }
 
 fn format_value(v: f64) -> String {
