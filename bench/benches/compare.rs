@@ -569,7 +569,7 @@ fn concurrent_clients(address: &str, per_client: usize) -> f64 {
 }
 
 /// Bytes of listener-process memory per idle authenticated connection, with
-/// `n` of them open at once.
+/// `n` of them open at once, each having exchanged a few messages.
 fn idle_memory(n: usize) -> f64 {
     let (address, mut server) = tcp_listener_child("idle-listener", &[&n.to_string()]);
     let mut clients = Vec::with_capacity(n);
@@ -579,7 +579,13 @@ fn idle_memory(n: usize) -> f64 {
             let address = address.clone();
             thread::spawn(move || {
                 (0..per_thread)
-                    .map(|_| Client::connect(address.as_str(), KEY).unwrap())
+                    .map(|_| {
+                        let mut conn = Client::connect(address.as_str(), KEY).unwrap();
+                        conn.send_bytes(&[b'x'; 64]).unwrap();
+                        conn.recv_bytes().unwrap();
+                        conn.send_bytes(&[b'y'; 64]).unwrap();
+                        conn
+                    })
                     .collect::<Vec<_>>()
             })
         })
@@ -597,6 +603,14 @@ fn idle_memory(n: usize) -> f64 {
     server.wait().unwrap();
     drop(clients);
     out.trim().parse().unwrap_or(f64::NAN)
+}
+
+/// Bytes the allocator has handed out and not taken back (glibc's
+/// `mallinfo2`): counts buffers whether or not their pages were touched.
+fn heap_bytes() -> f64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks as f64
 }
 
 fn rss_bytes() -> f64 {
@@ -771,15 +785,28 @@ fn child(args: &[String]) {
         }
         "idle-listener" => {
             let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
-            let before = rss_bytes();
+            let before = (heap_bytes(), rss_bytes());
             println!("{}", listener.address());
             std::io::stdout().flush().unwrap();
+            // Each connection has been used (two messages in, one out; the
+            // second read goes through the read buffer), then sits idle.
             let mut conns = Vec::with_capacity(n);
             for _ in 0..n {
-                conns.push(listener.accept().unwrap());
+                let mut conn = listener.accept().unwrap();
+                conn.recv_bytes_into(&mut buf).unwrap();
+                conn.send_bytes(b"ok").unwrap();
+                conn.recv_bytes_into(&mut buf).unwrap();
+                conns.push(conn);
             }
-            let after = rss_bytes();
-            println!("{}", (after - before) / n as f64);
+            let after = (heap_bytes(), rss_bytes());
+            let per = |a: f64, b: f64| (a - b) / n as f64;
+            eprintln!(
+                "idle connections: {:.0} B heap, {:.0} B resident each",
+                per(after.0, before.0),
+                per(after.1, before.1)
+            );
+            // The larger of the two is the figure.
+            println!("{}", per(after.0, before.0).max(per(after.1, before.1)));
             drop(conns);
         }
         "ipc-echo" | "ipc-sink" | "ipc-typed-echo" => ipc_role(role, n, &args[2]),

@@ -1,8 +1,10 @@
 //! The buffered, resumable frame reader.
 //!
-//! Small frames are read through a 64 KiB buffer, so one `read` can carry many
-//! of them; a payload of a buffer's size or more is read straight into its
-//! destination. A header's claim is never allocated up front: an owned
+//! Small frames are read through a buffer, so one `read` can carry many of
+//! them; a payload of 64 KiB or more is read straight into its destination.
+//! The buffer starts at 4 KiB, doubles up to 64 KiB while reads fill it (a
+//! busy stream), and falls back to 4 KiB after a run of small reads (a quiet
+//! one), so an idle connection holds little memory. A header's claim is never allocated up front: an owned
 //! payload grows with what has actually arrived. A receive that times out
 //! keeps its progress, so the next receive continues the same message.
 
@@ -13,8 +15,12 @@ use crate::error::{Error, ProtocolError, Result};
 use crate::proto::frame;
 use crate::sys::Interest;
 
-/// Size of the read buffer, and the payload size from which reads bypass it.
+/// The largest read buffer, and the payload size from which reads bypass it.
 pub(crate) const READ_BUF: usize = 64 * 1024;
+/// The smallest read buffer, where a quiet connection's buffer returns.
+pub(crate) const READ_MIN: usize = 4 * 1024;
+/// Consecutive reads below `READ_MIN / 2` bytes before the buffer shrinks.
+const QUIET_READS: u32 = 16;
 
 /// A frame whose header has been consumed.
 #[derive(Debug)]
@@ -34,6 +40,10 @@ pub(crate) struct FrameReader {
     /// A framing error left the stream at an unknown position.
     broken: bool,
     max_message: u64,
+    /// The capacity the next fill uses, between READ_MIN and READ_BUF.
+    target: usize,
+    /// Small reads in a row, towards shrinking the buffer.
+    quiet: u32,
 }
 
 impl FrameReader {
@@ -44,6 +54,8 @@ impl FrameReader {
             partial: None,
             broken: false,
             max_message,
+            target: READ_MIN,
+            quiet: 0,
         }
     }
 
@@ -261,17 +273,33 @@ impl FrameReader {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
-        } else if self.pos > 0 && self.buf.capacity() - self.buf.len() < READ_BUF / 4 {
+            if self.quiet >= QUIET_READS && self.buf.capacity() > READ_MIN {
+                self.buf = Vec::new();
+                self.target = READ_MIN;
+                self.quiet = 0;
+            }
+        } else if self.pos > 0 && self.buf.capacity() - self.buf.len() < self.target / 4 {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        if self.buf.capacity() < READ_BUF {
-            self.buf.reserve_exact(READ_BUF - self.buf.len());
+        if self.buf.capacity() < self.target {
+            self.buf.reserve_exact(self.target - self.buf.len());
         }
+        let room = self.buf.capacity() - self.buf.len();
         let buf = &mut self.buf;
-        retry(stream, Interest::Readable, deadline, |s| {
+        let n = retry(stream, Interest::Readable, deadline, |s| {
             s.read_spare(buf, usize::MAX)
-        })
+        })?;
+        if n == room {
+            // The stream had more than the buffer held: grow for the next read.
+            self.target = (self.target * 2).min(READ_BUF);
+            self.quiet = 0;
+        } else if n < READ_MIN / 2 {
+            self.quiet = self.quiet.saturating_add(1);
+        } else {
+            self.quiet = 0;
+        }
+        Ok(n)
     }
 
     fn truncated(&mut self, len: usize, got: usize) -> Error {
@@ -310,6 +338,7 @@ impl FrameReader {
         if self.pos == self.buf.len() {
             self.buf = Vec::new();
             self.pos = 0;
+            self.target = READ_MIN;
         }
     }
 }

@@ -234,3 +234,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_buffer_grows_for_busy_streams_and_shrinks_back_when_quiet() {
+    // A busy stream: 2,000 small frames available at once.
+    let busy: Vec<u8> = (0..2000).flat_map(|_| frame(&[1; 60])).collect();
+    let stream = FakeStream::new(busy);
+    let mut reader = FrameReader::new(u64::MAX);
+    reader.read_owned(&stream, None).unwrap();
+    assert!(reader.buf.capacity() <= READ_MIN, "starts small");
+    for _ in 1..2000 {
+        reader.read_owned(&stream, None).unwrap();
+    }
+    assert_eq!(
+        reader.target, READ_BUF,
+        "grew while reads filled the buffer"
+    );
+
+    // Then a quiet stream: one small frame per read.
+    let quiet: Vec<u8> = (0..40).flat_map(|_| frame(b"x")).collect();
+    let stream = FakeStream::new(quiet).chunks(&[5]);
+    for _ in 0..40 {
+        reader.read_owned(&stream, None).unwrap();
+    }
+    assert!(
+        reader.buf.capacity() <= READ_MIN,
+        "{}",
+        reader.buf.capacity()
+    );
+}
