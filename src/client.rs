@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::handshake::HandshakeOptions;
 use crate::key::AuthKey;
 use crate::proto::auth::{Digest, Role};
+use crate::proto::codec::Codec;
 use crate::socket;
 use crate::sys;
 
@@ -57,6 +58,7 @@ pub struct ClientOptions {
     handshake: HandshakeOptions,
     connect_timeout: Option<Duration>,
     max_message: u64,
+    codec: Codec,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +67,7 @@ impl Default for ClientOptions {
             handshake: HandshakeOptions::default(),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             max_message: DEFAULT_MAX_MESSAGE,
+            codec: Codec::default(),
         }
     }
 }
@@ -114,6 +117,13 @@ impl ClientOptions {
         self
     }
 
+    /// The codec of the connection's typed messages (default bincode;
+    /// `Codec::Pickle` for a Python listener, with the `pickle` feature).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
     /// Connects and authenticates.
     ///
     /// # Errors
@@ -140,6 +150,7 @@ impl ClientOptions {
         let socket = socket::connect(&address.to_address()?, self.connect_timeout)?;
         let mut conn = Connection::from_stream(sys::Stream::from_socket(socket)?, true, true);
         conn.set_max_message_size(self.max_message);
+        conn.set_codec(self.codec);
         Ok(conn)
     }
 }

@@ -36,4 +36,11 @@ pub use listener::{
 };
 pub use pipe::{pipe, pipe_simplex};
 pub use proto::auth::Digest;
+pub use proto::codec::Codec;
+
+/// The pickle codec's dynamic value types (feature `pickle`).
+#[cfg(feature = "pickle")]
+pub mod pickle {
+    pub use crate::proto::pickle::{HashableValue, Value};
+}
 pub use wait::{WaitSet, Waitable, wait};

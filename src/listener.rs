@@ -26,6 +26,7 @@ use crate::handshake::HandshakeOptions;
 use crate::handshake::READ_AHEAD;
 use crate::key::AuthKey;
 use crate::proto::auth::{Digest, Handshake, Role, Status};
+use crate::proto::codec::Codec;
 use crate::socket::{self, BindOptions, unix_path::SocketFile};
 use crate::sys;
 
@@ -82,6 +83,7 @@ pub struct ListenerOptions {
     max_message: u64,
     reclaim_stale_socket: bool,
     on_failure: Option<FailureHook>,
+    codec: Codec,
 }
 
 impl fmt::Debug for ListenerOptions {
@@ -94,6 +96,7 @@ impl fmt::Debug for ListenerOptions {
             .field("max_message", &self.max_message)
             .field("reclaim_stale_socket", &self.reclaim_stale_socket)
             .field("on_failure", &self.on_failure.is_some())
+            .field("codec", &self.codec)
             .finish()
     }
 }
@@ -108,6 +111,7 @@ impl Default for ListenerOptions {
             max_message: DEFAULT_MAX_MESSAGE,
             reclaim_stale_socket: false,
             on_failure: None,
+            codec: Codec::default(),
         }
     }
 }
@@ -165,6 +169,13 @@ impl ListenerOptions {
     /// The message-size limit of accepted connections.
     pub fn max_message_size(mut self, max: u64) -> Self {
         self.max_message = max;
+        self
+    }
+
+    /// The codec of accepted connections' typed messages (default bincode;
+    /// `Codec::Pickle` for Python clients, with the `pickle` feature).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 
@@ -352,11 +363,10 @@ impl<T: Trust> Listener<T> {
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
         let mut engine = self.lock();
         let accepted = engine.accept(deadline)?;
-        Ok(Connection::with_early_bytes(
-            accepted.stream,
-            &accepted.early,
-            engine.opts.max_message,
-        ))
+        let mut conn =
+            Connection::with_early_bytes(accepted.stream, &accepted.early, engine.opts.max_message);
+        conn.set_codec(engine.opts.codec);
+        Ok(conn)
     }
 
     /// Moves pending handshakes forward without blocking and returns a

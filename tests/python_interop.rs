@@ -12,58 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{KEY, unique_path, watchdog};
+use common::{KEY, interpreters, unique_path, watchdog};
 use mpconn::{Address, AuthError, Client, Connection, Error, Listener, ListenerOptions};
 
-const VERSIONS: [&str; 6] = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"];
+use common::PYTHON_VERSIONS as VERSIONS;
 
-/// Finds `python3.X` in pyenv's versions or on PATH.
-fn interpreter(version: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join("versions"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix(version)
-                .is_some_and(|rest| rest.starts_with('.'))
-        })
-        .map(|e| e.path().join("bin").join("python3"))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    found.pop().or_else(|| {
-        let name = format!("python{version}");
-        Command::new(&name)
-            .arg("-c")
-            .arg("pass")
-            .status()
-            .ok()
-            .filter(|s| s.success())
-            .map(|_| PathBuf::from(name))
-    })
-}
-
-/// The interpreters to run against, failing under CI if any is missing.
-fn interpreters(versions: &[&str]) -> Vec<(String, PathBuf)> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut out = Vec::new();
-    for v in versions {
-        match interpreter(v) {
-            Some(p) => out.push((v.to_string(), p)),
-            None if ci => panic!("CI=true and no python{v} interpreter was found"),
-            None => eprintln!("SKIPPED: no python{v} interpreter found; not testing against it"),
-        }
-    }
-    out
-}
-
-fn is_legacy(version: &str) -> bool {
-    matches!(version, "3.8" | "3.9" | "3.10" | "3.11")
-}
+use common::is_legacy_python as is_legacy;
 
 /// A Python Listener that echoes every message. It prints its address, then
 /// exits 0 after the client leaves, 3 on AuthenticationError, 4 on EOFError

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::proto::codec;
+use crate::proto::codec::{self, Codec};
 use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
 use crate::transport::{ByteStream, Endpoint, FrameReader, write_all, write_frame, write_slices};
@@ -32,6 +32,7 @@ pub(crate) struct Sender {
     scratch: Vec<u8>,
     /// Frames queued by a [`Batch`](super::Batch), header and payload.
     queued: Vec<u8>,
+    pub(crate) codec: Codec,
 }
 
 impl Sender {
@@ -41,6 +42,7 @@ impl Sender {
             enabled,
             scratch: Vec::new(),
             queued: Vec::new(),
+            codec: Codec::default(),
         }
     }
 
@@ -63,12 +65,14 @@ impl Sender {
             enabled,
             scratch,
             queued,
+            codec,
         } = self;
         Arc::try_unwrap(endpoint).map_err(|endpoint| Sender {
             endpoint,
             enabled,
             scratch,
             queued,
+            codec,
         })
     }
 
@@ -87,7 +91,7 @@ impl Sender {
         self.check()?;
         self.scratch.clear();
         self.scratch.resize(MAX_HEADER, 0);
-        codec::encode(value, &mut self.scratch)?;
+        codec::encode_with(self.codec, value, &mut self.scratch)?;
         let len = (self.scratch.len() - MAX_HEADER) as u64;
         let mut header = [0; MAX_HEADER];
         let n = frame::encode_header(len, &mut header);
@@ -137,7 +141,7 @@ impl Sender {
         // Encode behind a 4-byte header slot; widen it in the rare case the
         // value passes 2 GiB.
         self.queued.extend_from_slice(&[0; 4]);
-        if let Err(e) = codec::encode(value, &mut self.queued) {
+        if let Err(e) = codec::encode_with(self.codec, value, &mut self.queued) {
             self.queued.truncate(start);
             return Err(e.into());
         }
@@ -182,6 +186,7 @@ impl Sender {
 pub(crate) struct Receiver {
     endpoint: Arc<Endpoint>,
     reader: FrameReader,
+    pub(crate) codec: Codec,
 }
 
 impl Receiver {
@@ -189,6 +194,7 @@ impl Receiver {
         Receiver {
             endpoint,
             reader: FrameReader::new(max_message),
+            codec: Codec::default(),
         }
     }
 
@@ -217,9 +223,22 @@ impl Receiver {
     }
 
     pub(crate) fn recv<V: DeserializeOwned>(&mut self, deadline: Option<Instant>) -> Result<V> {
-        Ok(self
-            .reader
-            .read_with(&*self.endpoint, deadline, codec::decode)??)
+        let codec = self.codec;
+        Ok(self.reader.read_with(&*self.endpoint, deadline, |bytes| {
+            codec::decode_with(codec, bytes)
+        })??)
+    }
+
+    #[cfg(feature = "pickle")]
+    pub(crate) fn recv_pickle_value(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<crate::proto::pickle::Value> {
+        Ok(self.reader.read_with(
+            &*self.endpoint,
+            deadline,
+            crate::proto::pickle::decode_value,
+        )??)
     }
 
     pub(crate) fn recv_bytes(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
+use crate::proto::codec::Codec;
 use crate::sys;
 use crate::transport::Endpoint;
 
@@ -224,6 +225,21 @@ impl<T: Trust> Connection<T> {
         self.receiver()?.poll(timeout)
     }
 
+    /// How typed values are encoded: [`Codec::Bincode`] by default, or
+    /// `Codec::Pickle` (feature `pickle`) to exchange typed values with a
+    /// Python peer's `Connection.send()` and `recv()`.
+    pub fn codec(&self) -> Codec {
+        self.tx.codec
+    }
+
+    /// Switches the codec of typed sends and receives, from the next message on.
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.tx.codec = codec;
+        if let Some(rx) = self.rx.as_mut() {
+            rx.codec = codec;
+        }
+    }
+
     /// The largest incoming message this connection accepts.
     pub fn max_message_size(&self) -> u64 {
         self.rx
@@ -298,6 +314,19 @@ impl Connection<Authenticated> {
     /// next one is unaffected. Otherwise as [`recv_bytes`](Self::recv_bytes).
     pub fn recv<V: DeserializeOwned>(&mut self) -> Result<V> {
         self.receiver()?.recv(None)
+    }
+
+    /// Receives one pickle of any shape as a dynamic value (feature
+    /// `pickle`), whatever the connection's codec: for Python values with no
+    /// fixed Rust type, and for integers beyond 64 bits, which only this
+    /// path can carry. The same refusals apply as for
+    /// [`Codec::Pickle`](crate::Codec).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    #[cfg(feature = "pickle")]
+    pub fn recv_pickle_value(&mut self) -> Result<crate::pickle::Value> {
+        self.receiver()?.recv_pickle_value(None)
     }
 
     /// Like [`recv`](Self::recv), but gives up with

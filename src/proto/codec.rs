@@ -1,9 +1,11 @@
-//! Typed payloads: the only file that names bincode.
+//! Typed payloads: the codec choice, and the only file that names bincode.
 //!
-//! A typed message is one frame whose payload is the value in bincode's
-//! standard configuration (little-endian, variable-length integers). The
-//! whole payload must be used: bytes left over after the value are an error,
-//! so a message can never be read as a shorter type by accident.
+//! A typed message is one frame whose payload is the value in the
+//! connection's codec: bincode's standard configuration (little-endian,
+//! variable-length integers) by default, or a pickle for Python peers
+//! (feature `pickle`, in `pickle.rs`). The whole payload must be used: bytes
+//! left over after the value are an error, so a message can never be read as
+//! a shorter type by accident.
 
 use std::marker::PhantomData;
 
@@ -13,11 +15,46 @@ use serde::de::DeserializeOwned;
 use super::guard::GuardSeed;
 use crate::error::CodecError;
 
+/// How a connection encodes typed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Codec {
+    /// bincode 2, standard configuration: compact and fast, Rust to Rust.
+    #[default]
+    Bincode,
+    /// Python's pickle, for `send`/`recv` with a Python peer's
+    /// `Connection.send`/`recv`. Pickles that name any global are refused.
+    #[cfg(feature = "pickle")]
+    Pickle,
+}
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-/// Appends the encoding of `value` to `out`.
+/// Appends the encoding of `value` in `codec` to `out`.
+pub fn encode_with<T: Serialize + ?Sized>(
+    codec: Codec,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    match codec {
+        Codec::Bincode => encode(value, out),
+        #[cfg(feature = "pickle")]
+        Codec::Pickle => super::pickle::encode(value, out),
+    }
+}
+
+/// Decodes one value in `codec` that spans all of `bytes`.
+pub fn decode_with<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Result<T, CodecError> {
+    match codec {
+        Codec::Bincode => decode(bytes),
+        #[cfg(feature = "pickle")]
+        Codec::Pickle => super::pickle::decode(bytes),
+    }
+}
+
+/// Appends the bincode encoding of `value` to `out`.
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
     bincode::serde::encode_into_std_write(value, out, config())
         .map(drop)

@@ -8,3 +8,5 @@ pub mod auth;
 pub mod codec;
 pub mod frame;
 mod guard;
+#[cfg(feature = "pickle")]
+pub mod pickle;
