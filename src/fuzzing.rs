@@ -137,3 +137,13 @@ pub fn typed_recv(data: &[u8]) {
     let _ = codec::decode::<Vec<String>>(data);
     let _ = codec::decode::<(u128, i64, String)>(data);
 }
+
+/// Decodes arbitrary bytes as pickles (feature `pickle`): the opcode scan and
+/// serde-pickle must never panic, hang or allocate far beyond the input.
+#[cfg(feature = "pickle")]
+pub fn pickle_recv(data: &[u8]) {
+    use crate::proto::pickle;
+    let _ = pickle::decode_value(data);
+    let _ = pickle::decode::<(i64, String, Vec<Option<f64>>)>(data);
+    let _ = pickle::decode::<std::collections::BTreeMap<String, Vec<u8>>>(data);
+}

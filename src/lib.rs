@@ -4,21 +4,37 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Unsafe code is forbidden everywhere but `sys`, the platform module, where
+// every block carries a SAFETY comment (clippy::undocumented_unsafe_blocks).
+#[forbid(unsafe_code)]
 mod address;
+#[forbid(unsafe_code)]
 mod client;
+#[forbid(unsafe_code)]
 mod connection;
+#[forbid(unsafe_code)]
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
+#[forbid(unsafe_code)]
 pub mod fuzzing;
+#[forbid(unsafe_code)]
 mod handshake;
+#[forbid(unsafe_code)]
 mod key;
+#[forbid(unsafe_code)]
 mod listener;
+#[forbid(unsafe_code)]
 mod pipe;
+#[forbid(unsafe_code)]
 mod proto;
+#[forbid(unsafe_code)]
 mod socket;
+#[allow(unsafe_code)]
 mod sys;
+#[forbid(unsafe_code)]
 mod transport;
+#[forbid(unsafe_code)]
 mod wait;
 
 pub use address::{Address, Family, ToAddress};

@@ -15,8 +15,6 @@
 //! Every `unsafe` block carries a `// SAFETY:` comment naming the invariant it
 //! relies on.
 
-#![allow(unsafe_code)]
-
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
