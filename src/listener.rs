@@ -647,7 +647,7 @@ impl Engine {
             Progress::Waiting => {}
             Progress::Done => {
                 if let Some(p) = self.remove(slot) {
-                    match p.socket.set_nonblocking(false) {
+                    match sys::set_nonblocking(&p.socket, false) {
                         Ok(()) => self.promote(p.socket, p.peer, p.early),
                         Err(e) => self.report(p.peer, e.into()),
                     }
@@ -728,6 +728,13 @@ fn drive_nonblocking(p: &mut Pending) -> Progress {
                 Ok(n) => {
                     let used = p.handshake.feed(&buf[..n]);
                     p.early.extend_from_slice(&buf[used..n]);
+                    // A short read emptied the socket. Linux's epoll reports
+                    // every later arrival as a new edge, so the read that
+                    // would only say EAGAIN can be skipped.
+                    if n < buf.len() && cfg!(any(target_os = "linux", target_os = "android")) {
+                        drained = true;
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;

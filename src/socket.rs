@@ -77,12 +77,24 @@ fn bind_tcp(sa: SocketAddr, backlog: i32) -> io::Result<Socket> {
 /// Connects to `address`, trying each resolved TCP address in turn.
 pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
     let attempt = |domain: Domain, sa: &SockAddr| -> io::Result<Socket> {
-        let socket = Socket::new(domain, Type::STREAM, None)?;
-        match timeout {
-            Some(t) => socket.connect_timeout(sa, t)?,
-            None => socket.connect(sa)?,
+        match (domain, timeout) {
+            (Domain::IPV4 | Domain::IPV6, Some(t)) => {
+                let socket = Socket::new(domain, Type::STREAM.nonblocking(), None)?;
+                let deadline = std::time::Instant::now().checked_add(t);
+                crate::sys::connect_nonblocking(&socket, sa, deadline)?;
+                Ok(socket)
+            }
+            (_, Some(t)) => {
+                let socket = Socket::new(domain, Type::STREAM, None)?;
+                socket.connect_timeout(sa, t)?;
+                Ok(socket)
+            }
+            (_, None) => {
+                let socket = Socket::new(domain, Type::STREAM, None)?;
+                socket.connect(sa)?;
+                Ok(socket)
+            }
         }
-        Ok(socket)
     };
     let socket = match address {
         Address::Tcp(_) | Address::TcpHost { .. } => {

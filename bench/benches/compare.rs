@@ -6,8 +6,8 @@
 //! cargo bench --manifest-path bench/Cargo.toml -- --quick  # a few seconds, for CI
 //! ```
 //!
-//! `--profile-stream N` and `--profile-big N` run one mpconn workload alone,
-//! for perf or strace.
+//! `--profile-stream N`, `--profile-big N` and `--profile-concurrent ADDRESS`
+//! run one mpconn workload alone, for perf or strace.
 //!
 //! Every workload runs between two processes. The systems take turns within
 //! each round, so that the machine's noise falls on all of them alike, and the
@@ -89,6 +89,12 @@ fn main() {
             "{:.3} GB/s",
             (n * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9
         );
+    }
+    if let Some(i) = args.iter().position(|a| a == "--profile-concurrent") {
+        // The 16-client handshake workload alone, against an mpconn listener
+        // at the address given (start one with `--role mpconn-listener`).
+        let rate = concurrent_clients(&args[i + 1], 200);
+        return println!("{rate:.0} conn/s");
     }
     if let Some(i) = args.iter().position(|a| a == "--profile-stream") {
         // One workload alone, for perf and strace.

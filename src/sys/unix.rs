@@ -105,8 +105,52 @@ impl Stream {
 
     /// Switches between blocking and non-blocking mode.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.0.set_nonblocking(nonblocking)
+        set_nonblocking(&self.0, nonblocking)
     }
+
+    /// One vectored send that never blocks (`MSG_DONTWAIT`) and never
+    /// raises SIGPIPE; `WouldBlock` when the socket buffer is full.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0
+            .send_vectored_with_flags(bufs, SEND_FLAGS | libc::MSG_DONTWAIT)
+    }
+}
+
+/// Switches a socket between blocking and non-blocking mode with one
+/// `ioctl(FIONBIO)` (socket2's version reads and writes the flags: two calls).
+pub fn set_nonblocking(socket: &Socket, nonblocking: bool) -> io::Result<()> {
+    let mut on = libc::c_int::from(nonblocking);
+    // SAFETY: FIONBIO reads one c_int through the pointer, which points to a
+    // live local for the duration of the call; the descriptor is owned by
+    // `socket` and open.
+    let r = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONBIO, &mut on) };
+    match r {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
+/// Connects `socket`, created non-blocking, within `timeout`, and leaves it
+/// blocking: `connect`, `poll` for the outcome, read the socket's error, one
+/// `ioctl` back to blocking.
+pub fn connect_nonblocking(
+    socket: &Socket,
+    addr: &socket2::SockAddr,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    match socket.connect(addr) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            if !wait_fd(socket.as_fd(), Interest::Writable, deadline)? {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if let Some(e) = socket.take_error()? {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    set_nonblocking(socket, false)
 }
 
 impl AsFd for Stream {

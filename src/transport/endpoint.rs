@@ -50,6 +50,9 @@ impl ByteStream for Endpoint {
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.stream.write_vectored(bufs)
     }
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.try_write_vectored(bufs)
+    }
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
         self.stream.wait(interest, deadline)
     }

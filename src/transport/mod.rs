@@ -24,6 +24,10 @@ pub(crate) trait ByteStream {
     fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize>;
     /// One vectored write.
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// One vectored write that never blocks: `WouldBlock` instead.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_vectored(bufs)
+    }
     /// Readiness with a deadline; `false` on timeout.
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool>;
     /// Whether this process closed the stream (from any thread).
@@ -41,6 +45,9 @@ impl ByteStream for sys::Stream {
     }
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         sys::Stream::write_vectored(self, bufs)
+    }
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sys::Stream::try_write_vectored(self, bufs)
     }
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
         sys::Stream::wait(self, interest, deadline)

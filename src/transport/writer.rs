@@ -51,9 +51,23 @@ fn write_vectored_all<S: ByteStream + ?Sized>(
     // Skip empty slices so that a zero-length payload does not look like a stuck write.
     IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
-        let n = retry(stream, Interest::Writable, deadline, |s| {
-            s.write_vectored(bufs)
-        })?;
+        let n = match deadline {
+            // Without a deadline, a blocking write.
+            None => retry(stream, Interest::Writable, None, |s| s.write_vectored(bufs))?,
+            // With one, try first (there is almost always room) and wait for
+            // room only when the socket says so.
+            Some(_) => match stream.try_write_vectored(bufs) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    retry(stream, Interest::Writable, deadline, |s| {
+                        s.try_write_vectored(bufs)
+                    })?
+                }
+                Err(_) if stream.is_closed() => return Err(Error::Closed),
+                Err(e) => return Err(Error::Io(e)),
+            },
+        };
         if n == 0 {
             return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
         }
