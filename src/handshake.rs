@@ -44,22 +44,6 @@ impl HandshakeOptions {
         Ok(Handshake::new(role, key.clone(), self.policy, nonce))
     }
 
-    pub(crate) fn run_as_server(
-        &self,
-        conn: Connection<Unverified>,
-        authkey: &[u8],
-    ) -> Result<Connection<Authenticated>> {
-        self.run(conn, Role::Server, &AuthKey::new(authkey))
-    }
-
-    pub(crate) fn run_as_client(
-        &self,
-        conn: Connection<Unverified>,
-        authkey: &[u8],
-    ) -> Result<Connection<Authenticated>> {
-        self.run(conn, Role::Client, &AuthKey::new(authkey))
-    }
-
     pub(crate) fn run(
         &self,
         mut conn: Connection<Unverified>,

@@ -187,7 +187,9 @@ impl ListenerOptions {
     }
 
     /// Called for every client whose handshake fails or is abandoned. Such
-    /// clients never surface as errors of `accept()`.
+    /// clients never surface as errors of `accept()`. The hook runs on the
+    /// thread inside `accept()`, after the listener's lock is released, so it
+    /// may call the listener's methods.
     pub fn on_handshake_failure(
         mut self,
         hook: impl Fn(&HandshakeFailure) + Send + Sync + 'static,
@@ -322,6 +324,7 @@ impl<T: Trust> Listener<T> {
             backoff: Backoff::default(),
             tcp: bound.address.family() == Family::Tcp,
             backlog: true,
+            failures: Vec::new(),
         };
         Ok(Listener {
             engine: Mutex::new(engine),
@@ -362,11 +365,26 @@ impl<T: Trust> Listener<T> {
 
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
         let mut engine = self.lock();
-        let accepted = engine.accept(deadline)?;
-        let mut conn =
-            Connection::with_early_bytes(accepted.stream, &accepted.early, engine.opts.max_message);
-        conn.set_codec(engine.opts.codec);
-        Ok(conn)
+        let result = engine.accept(deadline).map(|accepted| {
+            let mut conn = Connection::with_early_bytes(
+                accepted.stream,
+                &accepted.early,
+                engine.opts.max_message,
+            );
+            conn.set_codec(engine.opts.codec);
+            conn
+        });
+        // Failure hooks run after the lock is released, so that a hook may
+        // call back into this listener.
+        let failures = std::mem::take(&mut engine.failures);
+        let hook = engine.opts.on_failure.clone();
+        drop(engine);
+        if let Some(hook) = hook {
+            for failure in &failures {
+                hook(failure);
+            }
+        }
+        result
     }
 
     /// Moves pending handshakes forward without blocking and returns a
@@ -503,6 +521,8 @@ struct Engine {
     /// Clients may be waiting in the backlog: set by the poller's edge,
     /// cleared when accept(2) runs dry.
     backlog: bool,
+    /// Failures waiting for the hook, which runs outside the lock.
+    failures: Vec<HandshakeFailure>,
 }
 
 /// The pause before accepting again after the system ran out of resources.
@@ -707,10 +727,10 @@ impl Engine {
         self.ready.clear();
     }
 
-    fn report(&self, peer: Option<Address>, error: Error) {
+    fn report(&mut self, peer: Option<Address>, error: Error) {
         self.shared.failed.fetch_add(1, Ordering::Relaxed);
-        if let Some(hook) = &self.opts.on_failure {
-            hook(&HandshakeFailure { peer, error });
+        if self.opts.on_failure.is_some() {
+            self.failures.push(HandshakeFailure { peer, error });
         }
     }
 }

@@ -547,3 +547,32 @@ fn incoming_yields_connections() {
     assert_eq!(got, [0, 1, 2]);
     clients.join().unwrap();
 }
+
+#[test]
+fn a_failure_hook_may_call_back_into_its_listener() {
+    let _w = watchdog(20);
+    let slot: Arc<std::sync::OnceLock<Arc<Listener>>> = Arc::new(std::sync::OnceLock::new());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (hook_slot, hook_seen) = (slot.clone(), seen.clone());
+    let listener = Arc::new(
+        ListenerOptions::new()
+            .on_handshake_failure(move |_| {
+                let listener = hook_slot.get().unwrap();
+                // Both take the listener's lock: a deadlock if the hook ran under it.
+                let _ = listener.last_accepted();
+                let _ = listener.try_accept();
+                hook_seen.fetch_add(1, Ordering::SeqCst);
+            })
+            .bind("127.0.0.1:0", KEY)
+            .unwrap(),
+    );
+    slot.set(listener.clone()).unwrap();
+    let address = listener.address().clone();
+    let bad = thread::spawn(move || Client::connect(&address, b"the wrong key, long enough"));
+    assert!(matches!(
+        listener.accept_timeout(Duration::from_secs(2)),
+        Err(Error::Timeout)
+    ));
+    assert!(bad.join().unwrap().is_err());
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}

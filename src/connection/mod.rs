@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
+use crate::key::AuthKey;
+use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
 use crate::sys;
 use crate::transport::Endpoint;
@@ -354,7 +356,11 @@ impl Connection<Unverified> {
     /// [`Error::Auth`](crate::Error::Auth) when the peer does not hold the key,
     /// misbehaves, or the handshake does not finish within the default deadline.
     pub fn authenticate_as_server(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
-        crate::handshake::HandshakeOptions::default().run_as_server(self, authkey)
+        crate::handshake::HandshakeOptions::default().run(
+            self,
+            Role::Server,
+            &AuthKey::new(authkey),
+        )
     }
 
     /// Runs the handshake as the client's side (answer a challenge, then
@@ -363,7 +369,11 @@ impl Connection<Unverified> {
     /// # Errors
     /// As [`authenticate_as_server`](Self::authenticate_as_server).
     pub fn authenticate_as_client(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
-        crate::handshake::HandshakeOptions::default().run_as_client(self, authkey)
+        crate::handshake::HandshakeOptions::default().run(
+            self,
+            Role::Client,
+            &AuthKey::new(authkey),
+        )
     }
 
     pub(crate) fn into_authenticated(self) -> Connection<Authenticated> {

@@ -5,12 +5,20 @@
 //!
 //! - `Stream`: a connected byte stream (a socket on Unix) with
 //!   `pair() -> io::Result<(Stream, Stream)>` (close-on-exec),
-//!   `read(&self, &mut [u8])`, `read_spare(&self, &mut Vec<u8>, max)` (read
-//!   into spare capacity without zeroing it), `write_vectored(&self, &[IoSlice])`
-//!   (never raises SIGPIPE), `wait(&self, Interest, Option<Instant>) -> io::Result<bool>`
-//!   (readiness with a deadline, `false` on timeout, EINTR retried with the
-//!   time that is left), `shutdown(&self, Shutdown)` and
-//!   `set_nonblocking(&self, bool)`.
+//!   `from_socket`, `from_fd`, `read(&self, &mut [u8])`,
+//!   `read_spare(&self, &mut Vec<u8>, max)` (read into spare capacity without
+//!   zeroing it), `write_vectored(&self, &[IoSlice])` (never raises SIGPIPE),
+//!   `try_write_vectored` (never blocks either),
+//!   `wait(&self, Interest, Option<Instant>) -> io::Result<bool>` (readiness
+//!   with a deadline, `false` on timeout, EINTR retried with the time that
+//!   is left), `shutdown(&self, Shutdown)`, `set_nonblocking(&self, bool)`
+//!   and `quick_ack(&self)`.
+//! - Free functions: `accept(&Socket, nonblocking)` (close-on-exec),
+//!   `set_nonblocking(&Socket, bool)`, `connect_nonblocking(&Socket, &SockAddr,
+//!   deadline)`, `wait_readable(&[fd], &mut [bool], deadline)` (many
+//!   descriptors at once) and `SEND_FLAGS`.
+//!
+//! Only `unix` exists so far; `windows` is the next platform (see the README).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment naming the invariant it
 //! relies on.
