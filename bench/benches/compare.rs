@@ -220,6 +220,9 @@ fn run(sizes: Sizes, rounds: usize, quick: bool) {
         }
     }
     print_table(&samples, rounds, quick, python.as_deref());
+    if let Some(raw) = raw {
+        let _ = std::fs::remove_file(raw);
+    }
 }
 
 fn print_table(samples: &Samples, rounds: usize, quick: bool, python: Option<&Path>) {
@@ -317,10 +320,20 @@ fn format_value(v: f64) -> String {
 
 // --------------------------------------------------------- peers that print
 
-/// Compiles ../shared/bench/raw_limit.c with gcc -O2 into target/.
+/// Under CI a peer that cannot run fails the benchmark instead of leaving
+/// its column empty.
+fn missing_peer(what: &str) {
+    eprintln!("{what}; its column stays empty");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        eprintln!("CI=true: a missing peer fails the run");
+        std::process::exit(1);
+    }
+}
+
+/// Compiles ../shared/bench/raw_limit.c with gcc -O2 into a temporary file.
 fn build_raw_floor() -> Option<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/raw_limit.c");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/raw_limit");
+    let out = std::env::temp_dir().join(format!("mpconn-raw-limit-{}", std::process::id()));
     let status = Command::new("gcc")
         .args(["-O2", "-o"])
         .arg(&out)
@@ -340,6 +353,14 @@ fn build_raw_floor() -> Option<PathBuf> {
 
 /// The newest CPython in pyenv.
 fn newest_python() -> Option<PathBuf> {
+    let found = find_newest_python();
+    if found.is_none() {
+        missing_peer("cpython: no interpreter found in pyenv");
+    }
+    found
+}
+
+fn find_newest_python() -> Option<PathBuf> {
     let root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
@@ -357,11 +378,7 @@ fn newest_python() -> Option<PathBuf> {
         })
         .collect();
     found.sort();
-    let newest = found.pop().map(|(_, p)| p);
-    if newest.is_none() {
-        eprintln!("cpython: no interpreter found in pyenv; its column stays empty");
-    }
-    newest
+    found.pop().map(|(_, p)| p)
 }
 
 fn python_bench(py: &Path) -> Command {
