@@ -4,9 +4,10 @@
 //! them; a payload of 64 KiB or more is read straight into its destination.
 //! The buffer starts at 4 KiB, doubles up to 64 KiB while reads fill it (a
 //! busy stream), and falls back to 4 KiB after a run of small reads (a quiet
-//! one), so an idle connection holds little memory. A header's claim is never allocated up front: an owned
-//! payload grows with what has actually arrived. A receive that times out
-//! keeps its progress, so the next receive continues the same message.
+//! one), so an idle connection holds little memory. A header's claim is never
+//! allocated up front: an owned payload grows with what has actually arrived.
+//! A receive that times out keeps its progress, so the next receive continues
+//! the same message.
 
 use std::time::Instant;
 
@@ -76,6 +77,19 @@ impl FrameReader {
         &self.buf[self.pos..]
     }
 
+    /// When the whole payload of the frame under way (of `len` bytes) is in
+    /// the buffer, consumes it and returns where it lies.
+    fn take_whole_frame(&mut self, len: usize) -> Option<std::ops::Range<usize>> {
+        let fresh = self.partial.as_ref().is_some_and(|p| p.data.is_empty());
+        if !fresh || self.buffered().len() < len {
+            return None;
+        }
+        self.partial = None;
+        let start = self.pos;
+        self.pos += len;
+        Some(start..start + len)
+    }
+
     /// Receives one message and hands its payload to `f`, straight from the
     /// read buffer when the whole frame is there.
     pub(crate) fn read_with<S: ByteStream + ?Sized, R>(
@@ -85,12 +99,8 @@ impl FrameReader {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let len = self.start(stream, deadline)?;
-        if self.partial.as_ref().is_some_and(|p| p.data.is_empty()) && self.buffered().len() >= len
-        {
-            self.partial = None;
-            let start = self.pos;
-            self.pos += len;
-            return Ok(f(&self.buf[start..start + len]));
+        if let Some(range) = self.take_whole_frame(len) {
+            return Ok(f(&self.buf[range]));
         }
         let owned = self.finish_owned(stream, deadline)?;
         Ok(f(&owned))
@@ -103,12 +113,8 @@ impl FrameReader {
         deadline: Option<Instant>,
     ) -> Result<Vec<u8>> {
         let len = self.start(stream, deadline)?;
-        if self.partial.as_ref().is_some_and(|p| p.data.is_empty()) && self.buffered().len() >= len
-        {
-            self.partial = None;
-            let start = self.pos;
-            self.pos += len;
-            return Ok(self.buf[start..start + len].to_vec());
+        if let Some(range) = self.take_whole_frame(len) {
+            return Ok(self.buf[range].to_vec());
         }
         self.finish_owned(stream, deadline)
     }
