@@ -576,3 +576,29 @@ fn a_failure_hook_may_call_back_into_its_listener() {
     assert!(bad.join().unwrap().is_err());
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
+
+/// A hand-written server that writes its first message in the same write as
+/// its verdict and answer: the client must deliver it after the handshake.
+#[test]
+fn bytes_right_behind_the_servers_answer_are_delivered_to_the_client() {
+    let _w = watchdog(20);
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sa = server.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        let ours = [b"{sha256}".as_slice(), &[9u8; 40]].concat();
+        write_frame(&mut s, &[b"#CHALLENGE#".as_slice(), &ours].concat());
+        assert_eq!(read_frame(&mut s), sha256_answer(KEY, &ours));
+        let theirs = read_frame(&mut s);
+        let theirs = theirs.strip_prefix(b"#CHALLENGE#").unwrap().to_vec();
+        let mut reply = frame(b"#WELCOME#");
+        reply.extend_from_slice(&frame(&sha256_answer(KEY, &theirs)));
+        reply.extend_from_slice(&frame(b"first from the server"));
+        s.write_all(&reply).unwrap();
+        assert_eq!(read_frame(&mut s), b"#WELCOME#");
+        s
+    });
+    let mut conn = Client::connect(sa, KEY).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"first from the server");
+    drop(t.join().unwrap());
+}
