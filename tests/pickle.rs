@@ -34,7 +34,7 @@ conn = Client((host, int(port)), authkey=bytes.fromhex(sys.argv[2]))
 expected = [
     42, -7, 2**64 - 1, 1.5, 'héllo ✓', b'\x00\x01bytes', None, 5, [1, 2, 3],
     (1, 'a', True), {'a': 1, 'b': 2}, [1, 2, 3],
-    {'id': 9, 'name': 'nine', 'tags': ['x']}, True,
+    {'id': 9, 'name': 'nine', 'tags': ['x']}, True, 2**100, [1, 'two', None],
 ]
 for i, want in enumerate(expected):
     got = conn.recv()
@@ -130,6 +130,16 @@ fn send_all(conn: &mut Connection) {
     })
     .unwrap();
     conn.send(&true).unwrap();
+    // Dynamic values: a big integer and a mixed list.
+    use mpconn::pickle::Value;
+    let big: num_bigint::BigInt = num_bigint::BigInt::from(1u8) << 100;
+    conn.send_pickle_value(&Value::Int(big)).unwrap();
+    let mixed = Value::List(vec![
+        Value::I64(1),
+        Value::String("two".into()),
+        Value::None,
+    ]);
+    conn.send_pickle_value(&mixed).unwrap();
 }
 
 fn receive_all(conn: &mut Connection, proto: Option<u8>, version: &str) {

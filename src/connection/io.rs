@@ -108,6 +108,18 @@ impl Sender {
         write_frame(&*self.endpoint, buf, None)
     }
 
+    #[cfg(feature = "pickle")]
+    pub(crate) fn send_pickle_value(&mut self, value: &crate::proto::pickle::Value) -> Result<()> {
+        self.check()?;
+        self.scratch.clear();
+        crate::proto::pickle::encode_value(value, &mut self.scratch)?;
+        let sent = write_frame(&*self.endpoint, &self.scratch, None);
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+        sent
+    }
+
     pub(crate) fn shrink(&mut self) {
         self.scratch = Vec::new();
         if self.queued.is_empty() {

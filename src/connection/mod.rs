@@ -156,6 +156,17 @@ impl<T: Trust> Connection<T> {
         self.tx.send(value)
     }
 
+    /// Sends a dynamic value as a pickle (feature `pickle`), whatever the
+    /// connection's codec: for shapes with no fixed Rust type, and for
+    /// integers beyond 64 bits (`pickle::Value::Int` holds a big integer).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    #[cfg(feature = "pickle")]
+    pub fn send_pickle_value(&mut self, value: &crate::pickle::Value) -> Result<()> {
+        self.tx.send_pickle_value(value)
+    }
+
     /// Sends `buf` as one message. An empty `buf` is a legal, empty message.
     ///
     /// # Errors

@@ -28,6 +28,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(),
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Appends the pickle of a dynamic value (big integers included).
+pub fn encode_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    serde_pickle::value_to_writer(out, value, serde_pickle::SerOptions::new())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     scan(bytes)?;
     serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new())
