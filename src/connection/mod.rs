@@ -57,7 +57,7 @@ pub enum Authenticated {}
 ///
 /// ```compile_fail,E0599
 /// # fn f(conn: mpconn::Connection<mpconn::Unverified>) {
-/// let (_tx, mut rx) = conn.split();
+/// let (_tx, mut rx) = conn.split().unwrap();
 /// let value: u32 = rx.recv().unwrap();
 /// # }
 /// ```
