@@ -9,8 +9,10 @@
 //!   `NEWOBJ_EX`, the extension registry, persistent ids, out-of-band
 //!   buffers): in Python, these run code, and mpconn refuses them always,
 //!   even the harmless-looking `builtins.set`;
-//! - pickles whose memo references would expand them past a bound tied to
-//!   their length (a "billion laughs" of nested back-references);
+//! - pickles whose memo references and `DUP`s would expand them past a
+//!   bound tied to their length (a "billion laughs" of nested copies);
+//! - NaN floats as set items or dict keys, which serde-pickle cannot order
+//!   (its sort would panic);
 //! - truncated or unknown opcodes;
 //!
 //! and only then hands the bytes to serde-pickle.
@@ -36,16 +38,27 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CodecError> 
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     scan(bytes)?;
-    serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new())
-        .map_err(|e| CodecError::Decode(e.to_string()))
+    contain(|| serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new()))
+}
+
+/// Runs serde-pickle, turning its errors, and any panic the scan failed to
+/// foresee, into a codec error: a peer's bytes must never take the process
+/// down (with `panic = "abort"` only the scan protects).
+fn contain<T>(decode: impl FnOnce() -> serde_pickle::Result<T>) -> Result<T, CodecError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(CodecError::Decode(e.to_string())),
+        Err(_) => Err(CodecError::Decode(
+            "the pickle decoder failed on this input".into(),
+        )),
+    }
 }
 
 /// Decodes a pickle of any shape, including integers beyond 64 bits, which
 /// serde's data model cannot carry.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, CodecError> {
     scan(bytes)?;
-    serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
-        .map_err(|e| CodecError::Decode(e.to_string()))
+    contain(|| serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new()))
 }
 
 /// Why [`scan`] refused a pickle.
@@ -53,12 +66,36 @@ fn refused(what: String) -> CodecError {
     CodecError::Decode(format!("pickle refused: {what}"))
 }
 
-/// What the opcode walk keeps on its stack: only sizes, never values.
+/// What the opcode walk knows of a value: never the value itself.
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    /// Nodes (and string bytes) the value stands for once built.
+    size: u64,
+    /// It is or holds a NaN float, which has no order: serde-pickle keeps set
+    /// items and dict keys in ordered collections, and a NaN among them
+    /// breaks the sort (a panic in the standard library).
+    nan: bool,
+}
+
+impl Shape {
+    fn leaf(len: usize) -> Shape {
+        Shape {
+            size: 1 + len as u64,
+            nan: false,
+        }
+    }
+
+    fn absorb(&mut self, other: Shape) {
+        self.size = self.size.saturating_add(other.size);
+        self.nan |= other.nan;
+    }
+}
+
+/// What the opcode walk keeps on its stack.
 #[derive(Clone, Copy)]
 enum Slot {
     Mark,
-    /// A value and the number of nodes (and string bytes) it stands for.
-    Value(u64),
+    Value(Shape),
 }
 
 /// Walks the opcodes of `bytes` without building anything; see the module
@@ -69,7 +106,7 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
     let budget = 16 * bytes.len() as u64 + 4096;
     let mut copied = 0u64;
     let mut stack: Vec<Slot> = Vec::new();
-    let mut memo: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut memo: std::collections::HashMap<u64, Shape> = std::collections::HashMap::new();
     let mut r = Reader { bytes, pos: 0 };
     loop {
         let op = r.u8()?;
@@ -77,12 +114,22 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
             b'.' => return Ok(()), // STOP
             b'(' => stack.push(Slot::Mark),
             // Scalars and strings: one node, plus their bytes.
-            b'N' | 0x88 | 0x89 | b')' | b']' | b'}' | 0x8f => stack.push(Slot::Value(1)),
+            b'N' | 0x88 | 0x89 | b')' | b']' | b'}' | 0x8f => push(&mut stack, 0),
             b'K' => push(&mut stack, r.take(1)?.len()),
             b'M' => push(&mut stack, r.take(2)?.len()),
             b'J' => push(&mut stack, r.take(4)?.len()),
-            b'G' => push(&mut stack, r.take(8)?.len()),
-            b'I' | b'L' | b'F' | b'S' | b'V' => push(&mut stack, r.line()?.len()),
+            b'G' => {
+                let raw = r.take(8)?;
+                let value = f64::from_be_bytes(raw.try_into().unwrap_or([0; 8]));
+                push_float(&mut stack, value.is_nan());
+            }
+            b'F' => {
+                let line = r.line()?;
+                let text = String::from_utf8_lossy(line);
+                let nan = text.trim().parse::<f64>().map_or(true, f64::is_nan);
+                push_float(&mut stack, nan);
+            }
+            b'I' | b'L' | b'S' | b'V' => push(&mut stack, r.line()?.len()),
             b'U' | b'C' | 0x8a | 0x8c => {
                 let n = r.u8()? as u64;
                 push(&mut stack, r.take(n)?.len());
@@ -102,29 +149,59 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
             0x95 => {
                 r.u64()?;
             }
-            // Containers.
+            // Lists: APPEND, APPENDS.
             b'a' => {
                 let v = pop(&mut stack)?;
-                grow_top(&mut stack, v)?;
+                top(&mut stack)?.absorb(v);
             }
+            b'e' => {
+                let items = pop_to_mark(&mut stack)?;
+                let list = top(&mut stack)?;
+                items.into_iter().for_each(|v| list.absorb(v));
+            }
+            // Dicts: SETITEM, SETITEMS, DICT. Keys must be orderable.
             b's' => {
-                let v = pop(&mut stack)? + pop(&mut stack)?;
-                grow_top(&mut stack, v)?;
+                let value = pop(&mut stack)?;
+                let key = pop(&mut stack)?;
+                unordered_keys([key].iter())?;
+                let dict = top(&mut stack)?;
+                dict.absorb(key);
+                dict.absorb(value);
             }
-            b'e' | b'u' | 0x90 => {
-                let v = pop_to_mark(&mut stack)?;
-                grow_top(&mut stack, v)?;
+            b'u' => {
+                let items = pop_to_mark(&mut stack)?;
+                unordered_keys(items.iter().step_by(2))?;
+                let dict = top(&mut stack)?;
+                items.into_iter().for_each(|v| dict.absorb(v));
             }
-            b'l' | b't' | b'd' | 0x91 => {
-                let v = pop_to_mark(&mut stack)?;
-                stack.push(Slot::Value(v + 1));
+            b'd' => {
+                let items = pop_to_mark(&mut stack)?;
+                unordered_keys(items.iter().step_by(2))?;
+                stack.push(Slot::Value(built(items)));
+            }
+            // Sets: ADDITEMS, FROZENSET. Items must be orderable.
+            0x90 => {
+                let items = pop_to_mark(&mut stack)?;
+                unordered_keys(items.iter())?;
+                let set = top(&mut stack)?;
+                items.into_iter().for_each(|v| set.absorb(v));
+            }
+            0x91 => {
+                let items = pop_to_mark(&mut stack)?;
+                unordered_keys(items.iter())?;
+                stack.push(Slot::Value(built(items)));
+            }
+            // LIST, TUPLE from a mark; TUPLE1..3.
+            b'l' | b't' => {
+                let items = pop_to_mark(&mut stack)?;
+                stack.push(Slot::Value(built(items)));
             }
             0x85..=0x87 => {
-                let mut v = 1;
+                let mut items = Vec::new();
                 for _ in 0..(op - 0x84) {
-                    v += pop(&mut stack)?;
+                    items.push(pop(&mut stack)?);
                 }
-                stack.push(Slot::Value(v));
+                stack.push(Slot::Value(built(items)));
             }
             b'0' => {
                 pop(&mut stack)?;
@@ -132,11 +209,11 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
             b'1' => {
                 pop_to_mark(&mut stack)?;
             }
+            // DUP copies the value on top, like a memo reference.
             b'2' => {
-                let top = *stack
-                    .last()
-                    .ok_or_else(|| refused("stack underflow".into()))?;
-                stack.push(top);
+                let last = *top(&mut stack)?;
+                charge(&mut copied, last.size, budget, bytes.len())?;
+                stack.push(Slot::Value(last));
             }
             // The memo.
             b'p' | b'q' | b'r' | 0x94 => {
@@ -146,11 +223,8 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
                     b'r' => r.u32()? as u64,
                     _ => memo.len() as u64,
                 };
-                let top = match stack.last() {
-                    Some(Slot::Value(v)) => *v,
-                    _ => return Err(refused("memo of a mark".into())),
-                };
-                memo.insert(index, top);
+                let shape = *top(&mut stack)?;
+                memo.insert(index, shape);
             }
             b'g' | b'h' | b'j' => {
                 let index = match op {
@@ -158,17 +232,11 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
                     b'h' => r.u8()? as u64,
                     _ => r.u32()? as u64,
                 };
-                let v = *memo
+                let shape = *memo
                     .get(&index)
                     .ok_or_else(|| refused(format!("memo entry {index} does not exist")))?;
-                copied = copied.saturating_add(v);
-                if copied > budget {
-                    return Err(refused(format!(
-                        "memo references expand a {}-byte pickle past {budget} nodes",
-                        bytes.len()
-                    )));
-                }
-                stack.push(Slot::Value(v));
+                charge(&mut copied, shape.size, budget, bytes.len())?;
+                stack.push(Slot::Value(shape));
             }
             b'c' | 0x93 => return Err(refused(global_name(op, &mut r))),
             b'R' => return Err(refused("REDUCE calls a function".into())),
@@ -182,6 +250,72 @@ pub fn scan(bytes: &[u8]) -> Result<(), CodecError> {
             other => return Err(refused(format!("unknown opcode 0x{other:02x}"))),
         }
     }
+}
+
+fn push(stack: &mut Vec<Slot>, len: usize) {
+    stack.push(Slot::Value(Shape::leaf(len)));
+}
+
+/// Counts a copy of `size` nodes against the pickle's budget.
+fn charge(copied: &mut u64, size: u64, budget: u64, len: usize) -> Result<(), CodecError> {
+    *copied = copied.saturating_add(size);
+    match *copied > budget {
+        true => Err(refused(format!(
+            "memo references and DUP expand a {len}-byte pickle past {budget} nodes"
+        ))),
+        false => Ok(()),
+    }
+}
+
+fn push_float(stack: &mut Vec<Slot>, nan: bool) {
+    stack.push(Slot::Value(Shape { size: 9, nan }));
+}
+
+/// A container built from `items`.
+fn built(items: Vec<Shape>) -> Shape {
+    let mut shape = Shape::leaf(0);
+    items.into_iter().for_each(|v| shape.absorb(v));
+    shape
+}
+
+fn unordered_keys<'a>(mut keys: impl Iterator<Item = &'a Shape>) -> Result<(), CodecError> {
+    match keys.any(|k| k.nan) {
+        true => Err(refused(
+            "a NaN float as a set item or dict key (it has no order)".into(),
+        )),
+        false => Ok(()),
+    }
+}
+
+fn top(stack: &mut [Slot]) -> Result<&mut Shape, CodecError> {
+    match stack.last_mut() {
+        Some(Slot::Value(shape)) => Ok(shape),
+        _ => Err(refused("stack underflow".into())),
+    }
+}
+
+fn pop(stack: &mut Vec<Slot>) -> Result<Shape, CodecError> {
+    match stack.pop() {
+        Some(Slot::Value(v)) => Ok(v),
+        _ => Err(refused("stack underflow".into())),
+    }
+}
+
+/// The values above the topmost mark, oldest first; the mark is removed.
+fn pop_to_mark(stack: &mut Vec<Slot>) -> Result<Vec<Shape>, CodecError> {
+    let mark = stack
+        .iter()
+        .rposition(|s| matches!(s, Slot::Mark))
+        .ok_or_else(|| refused("missing mark".into()))?;
+    let items = stack
+        .drain(mark + 1..)
+        .map(|s| match s {
+            Slot::Value(v) => v,
+            Slot::Mark => Shape::default(),
+        })
+        .collect();
+    stack.pop();
+    Ok(items)
 }
 
 /// "global os.system" for a GLOBAL opcode, as far as it can be read.
@@ -200,38 +334,6 @@ fn global_name(op: u8, r: &mut Reader<'_>) -> String {
         .unwrap_or_default()
         .into_owned();
     format!("it names the global {module}.{name}")
-}
-
-fn push(stack: &mut Vec<Slot>, len: usize) {
-    stack.push(Slot::Value(1 + len as u64));
-}
-
-fn pop(stack: &mut Vec<Slot>) -> Result<u64, CodecError> {
-    match stack.pop() {
-        Some(Slot::Value(v)) => Ok(v),
-        _ => Err(refused("stack underflow".into())),
-    }
-}
-
-fn pop_to_mark(stack: &mut Vec<Slot>) -> Result<u64, CodecError> {
-    let mut sum = 0u64;
-    loop {
-        match stack.pop() {
-            Some(Slot::Value(v)) => sum = sum.saturating_add(v),
-            Some(Slot::Mark) => return Ok(sum),
-            None => return Err(refused("missing mark".into())),
-        }
-    }
-}
-
-fn grow_top(stack: &mut [Slot], by: u64) -> Result<(), CodecError> {
-    match stack.last_mut() {
-        Some(Slot::Value(v)) => {
-            *v = v.saturating_add(by);
-            Ok(())
-        }
-        _ => Err(refused("stack underflow".into())),
-    }
 }
 
 fn parse_line_index(line: &[u8]) -> Result<u64, CodecError> {
@@ -330,7 +432,57 @@ mod tests {
         }
         bomb.push(b'.');
         let err = decode::<Value>(&bomb).unwrap_err();
-        assert!(err.to_string().contains("memo references"), "{err}");
+        assert!(err.to_string().contains("expand"), "{err}");
+        // The same with DUP: (x, x) nested 40 times.
+        let mut dup = vec![0x80, 4, b']'];
+        for _ in 0..40 {
+            dup.extend_from_slice(&[b'2', 0x86]);
+        }
+        dup.push(b'.');
+        assert!(
+            decode::<Value>(&dup)
+                .unwrap_err()
+                .to_string()
+                .contains("expand")
+        );
+    }
+
+    #[test]
+    fn nan_set_items_and_dict_keys_are_refused() {
+        let nan = f64::NAN.to_be_bytes();
+        // frozenset({nan, 1.0}) and {nan: 1}, protocol 4.
+        let mut set = vec![0x80, 4, b'(', b'G'];
+        set.extend_from_slice(&nan);
+        set.push(b'G');
+        set.extend_from_slice(&1.0f64.to_be_bytes());
+        set.extend_from_slice(&[0x91, b'.']);
+        assert!(
+            decode::<Value>(&set)
+                .unwrap_err()
+                .to_string()
+                .contains("NaN")
+        );
+        let mut dict = vec![0x80, 4, b'}', b'G'];
+        dict.extend_from_slice(&nan);
+        dict.extend_from_slice(&[b'K', 1, b's', b'.']);
+        assert!(
+            decode::<Value>(&dict)
+                .unwrap_err()
+                .to_string()
+                .contains("NaN")
+        );
+        // A NaN as a plain value is fine.
+        let mut list = vec![0x80, 4, b']', b'G'];
+        list.extend_from_slice(&nan);
+        list.extend_from_slice(&[b'a', b'.']);
+        assert!(decode::<Vec<f64>>(&list).unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn the_fuzzers_first_finding_is_refused_not_a_panic() {
+        // A frozenset holding NaN floats: serde-pickle's sort panicked on it.
+        let crash = include_bytes!("../../fuzz/corpus/pickle_recv/nan_frozenset");
+        assert!(decode::<Value>(crash).is_err());
     }
 
     #[test]
