@@ -474,7 +474,7 @@ mod tests {
         // A NaN as a plain value is fine.
         let mut list = vec![0x80, 4, b']', b'G'];
         list.extend_from_slice(&nan);
-        list.extend_from_slice(&[b'a', b'.']);
+        list.extend_from_slice(b"a.");
         assert!(decode::<Vec<f64>>(&list).unwrap()[0].is_nan());
     }
 
