@@ -7,7 +7,7 @@ use crate::connection::{Connection, DEFAULT_MAX_MESSAGE, Unverified};
 use crate::error::Result;
 use crate::handshake::HandshakeOptions;
 use crate::key::AuthKey;
-use crate::proto::auth::{Digest, Role};
+use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
 use crate::socket;
 use crate::sys;
@@ -85,31 +85,7 @@ impl ClientOptions {
         self
     }
 
-    /// Total time for the handshake (default 5 s). A listener that never
-    /// starts one, a keyless one for example, fails within it.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake.timeout = timeout;
-        self
-    }
-
-    /// Accept Python 3.11-and-older listeners, which only speak HMAC-MD5
-    /// (default: refused, with an error naming this option).
-    pub fn allow_legacy_md5(mut self, allow: bool) -> Self {
-        self.handshake.policy.allow_legacy_md5 = allow;
-        self
-    }
-
-    /// Accept keys shorter than 16 bytes (default: refused).
-    pub fn allow_short_key(mut self, allow: bool) -> Self {
-        self.handshake.allow_short_key = allow;
-        self
-    }
-
-    /// The digest named in the challenge we deliver (default sha256).
-    pub fn digest(mut self, digest: Digest) -> Self {
-        self.handshake.set_digest(digest);
-        self
-    }
+    crate::handshake::handshake_builder_methods!();
 
     /// The message-size limit of the connection.
     pub fn max_message_size(mut self, max: u64) -> Self {

@@ -6,12 +6,48 @@ use std::time::{Duration, Instant};
 use crate::connection::{Authenticated, Connection, Unverified};
 use crate::error::{AuthError, Error, Result};
 use crate::key::{AuthKey, fill_random};
-use crate::proto::auth::{AuthPolicy, Digest, Handshake, MAX_MESSAGE, NONCE_LEN, Role, Status};
+use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, NONCE_LEN, Role, Status};
 use crate::sys::Interest;
 use crate::transport::{ByteStream, retry, write_all};
 
 /// The default total deadline for one handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The handshake options of [`ListenerOptions`](crate::ListenerOptions) and
+/// [`ClientOptions`](crate::ClientOptions): one definition for both builders,
+/// which keep theirs in a `handshake: HandshakeOptions` field.
+macro_rules! handshake_builder_methods {
+    () => {
+        /// Total time one handshake may take (default 5 s), from the
+        /// connection to the verdict. A peer that never starts one, a keyless
+        /// listener for example, fails within it.
+        pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.handshake.timeout = timeout;
+            self
+        }
+
+        /// Accept Python 3.11-and-older peers, which only speak HMAC-MD5
+        /// (default: refused, with an error naming this option).
+        pub fn allow_legacy_md5(mut self, allow: bool) -> Self {
+            self.handshake.policy.allow_legacy_md5 = allow;
+            self
+        }
+
+        /// Accept keys shorter than 16 bytes (default: refused).
+        pub fn allow_short_key(mut self, allow: bool) -> Self {
+            self.handshake.allow_short_key = allow;
+            self
+        }
+
+        /// The digest named in the challenges this side delivers (default
+        /// sha256). Any peer answers in the digest it is asked for.
+        pub fn digest(mut self, digest: $crate::Digest) -> Self {
+            self.handshake.policy.challenge_digest = digest;
+            self
+        }
+    };
+}
+pub(crate) use handshake_builder_methods;
 
 /// Options of the authentication handshake, shared by listeners and clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +68,6 @@ impl Default for HandshakeOptions {
 }
 
 impl HandshakeOptions {
-    pub(crate) fn set_digest(&mut self, digest: Digest) {
-        self.policy.challenge_digest = digest;
-    }
-
     /// Checks the key and starts a machine for `role` with a fresh nonce.
     pub(crate) fn start(&self, role: Role, key: &AuthKey) -> Result<Handshake> {
         key.check_len(self.allow_short_key)?;

@@ -25,7 +25,7 @@ use crate::error::{AuthError, Error, Result};
 use crate::handshake::HandshakeOptions;
 use crate::handshake::READ_AHEAD;
 use crate::key::AuthKey;
-use crate::proto::auth::{Digest, Handshake, Role, Status};
+use crate::proto::auth::{Handshake, Role, Status};
 use crate::proto::codec::Codec;
 use crate::socket::{self, BindOptions, unix_path::SocketFile};
 use crate::sys;
@@ -122,30 +122,7 @@ impl ListenerOptions {
         Self::default()
     }
 
-    /// Total time one client has to complete its handshake (default 5 s).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake.timeout = timeout;
-        self
-    }
-
-    /// Accept Python 3.11-and-older peers, which only speak HMAC-MD5
-    /// (default: refused, with an error naming this option).
-    pub fn allow_legacy_md5(mut self, allow: bool) -> Self {
-        self.handshake.policy.allow_legacy_md5 = allow;
-        self
-    }
-
-    /// Accept keys shorter than 16 bytes (default: refused).
-    pub fn allow_short_key(mut self, allow: bool) -> Self {
-        self.handshake.allow_short_key = allow;
-        self
-    }
-
-    /// The digest named in our challenges (default sha256).
-    pub fn digest(mut self, digest: Digest) -> Self {
-        self.handshake.set_digest(digest);
-        self
-    }
+    crate::handshake::handshake_builder_methods!();
 
     /// The `listen(2)` backlog (default [`DEFAULT_BACKLOG`]).
     pub fn backlog(mut self, backlog: i32) -> Self {
