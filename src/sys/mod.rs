@@ -18,7 +18,9 @@
 //!   deadline)`, `wait_readable(&[fd], &mut [bool], deadline)` (many
 //!   descriptors at once) and `SEND_FLAGS`.
 //!
-//! Only `unix` exists so far; `windows` is the next platform (see the README).
+//! `unix` is complete; `windows` is under way (issue 4): its named-pipe
+//! transport exists, the rest does not, so the crate does not build for
+//! Windows yet.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment naming the invariant it
 //! relies on.
@@ -27,6 +29,8 @@
 mod unix;
 #[cfg(unix)]
 pub use unix::*;
+#[cfg(windows)]
+mod windows;
 
 /// What a caller waits for in `Stream::wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
