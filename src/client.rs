@@ -10,7 +10,6 @@ use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
 use crate::socket;
-use crate::sys;
 
 /// The default limit on establishing a TCP or Unix-socket connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,8 +122,8 @@ impl ClientOptions {
         &self,
         address: impl ToAddress,
     ) -> Result<Connection<Unverified>> {
-        let socket = socket::connect(&address.to_address()?, self.connect_timeout)?;
-        let mut conn = Connection::from_stream(sys::Stream::from_socket(socket)?, true, true);
+        let stream = socket::connect(&address.to_address()?, self.connect_timeout)?;
+        let mut conn = Connection::from_stream(stream, true, true);
         conn.set_max_message_size(self.max_message);
         conn.set_codec(self.codec);
         Ok(conn)

@@ -59,4 +59,4 @@ pub use proto::codec::Codec;
 pub mod pickle {
     pub use crate::proto::pickle::{HashableValue, Value};
 }
-pub use wait::{WaitSet, Waitable, wait};
+pub use wait::{WaitSet, WaitSource, Waitable, wait};

@@ -15,6 +15,8 @@ use crate::error::{AddressError, Error, Result};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BindOptions {
     pub backlog: i32,
+    /// Unix-socket files only.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub reclaim_stale_socket: bool,
 }
 
@@ -74,12 +76,34 @@ fn bind_tcp(sa: SocketAddr, backlog: i32) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Connects to `address`, trying each resolved TCP address in turn.
-pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
+/// Connects to `address`: a socket (trying each resolved TCP address in
+/// turn), or on Windows a named pipe.
+pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<crate::sys::Stream> {
+    #[cfg(windows)]
+    if let Address::Pipe(name) = address {
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        return crate::sys::connect_pipe(name, deadline).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                Error::Timeout
+            } else {
+                Error::Io(e)
+            }
+        });
+    }
+    Ok(crate::sys::Stream::from_socket(connect_socket(address, timeout)?)?)
+}
+
+fn connect_socket(address: &Address, timeout: Option<Duration>) -> Result<Socket> {
     let attempt = |domain: Domain, sa: &SockAddr| -> io::Result<Socket> {
         match (domain, timeout) {
             (Domain::IPV4 | Domain::IPV6, Some(t)) => {
-                let socket = Socket::new(domain, Type::STREAM.nonblocking(), None)?;
+                // Created non-blocking where one call can do it; Windows
+                // switches inside connect_nonblocking.
+                #[cfg(unix)]
+                let ty = Type::STREAM.nonblocking();
+                #[cfg(not(unix))]
+                let ty = Type::STREAM;
+                let socket = Socket::new(domain, ty, None)?;
                 let deadline = std::time::Instant::now().checked_add(t);
                 crate::sys::connect_nonblocking(&socket, sa, deadline)?;
                 Ok(socket)

@@ -2,10 +2,11 @@
 //! reusable registry for servers that watch thousands of them.
 
 use std::fmt;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use mio::unix::SourceFd;
+#[cfg(unix)]
 use mio::{Events, Interest, Poll, Token};
 
 use crate::connection::{Connection, RecvHalf, Trust};
@@ -22,20 +23,27 @@ pub trait Waitable {
     /// connection already accepted, or the object closed (so that the next
     /// call reports it).
     fn ready_now(&self) -> bool;
-    /// The descriptor to poll for readability, if the object can become
-    /// ready at all.
-    fn wait_fd(&self) -> Option<RawFd>;
+    /// What the OS watches for readiness, if the object can become ready
+    /// at all. An implementation for your own type returns its inner
+    /// object's source.
+    fn wait_source(&self) -> Option<WaitSource<'_>>;
 }
+
+/// What the OS watches for one [`Waitable`]: a descriptor on Unix; on
+/// Windows a stream (probed with a zero-byte read, as CPython's `wait()`
+/// does) or an event. Only mpconn's own objects make one.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitSource<'a>(pub(crate) sys::WaitSource<'a>);
 
 impl<T: Trust> Waitable for Connection<T> {
     fn ready_now(&self) -> bool {
         self.receiver_ref()
             .is_some_and(|rx| rx.has_buffered() || rx.endpoint().is_closed())
     }
-    fn wait_fd(&self) -> Option<RawFd> {
-        use std::os::fd::AsRawFd;
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
         // The sending end of a simplex pipe never has anything to read.
-        self.receiver_ref().map(|_| self.as_raw_fd())
+        self.receiver_ref()
+            .map(|rx| WaitSource(sys::WaitSource::stream(rx.endpoint().stream())))
     }
 }
 
@@ -44,9 +52,9 @@ impl<T: Trust> Waitable for RecvHalf<T> {
         let rx = self.receiver_ref();
         rx.has_buffered() || rx.endpoint().is_closed()
     }
-    fn wait_fd(&self) -> Option<RawFd> {
-        use std::os::fd::AsRawFd;
-        Some(self.receiver_ref().endpoint().stream().as_raw_fd())
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
+        let stream = self.receiver_ref().endpoint().stream();
+        Some(WaitSource(sys::WaitSource::stream(stream)))
     }
 }
 
@@ -54,8 +62,8 @@ impl<T: Trust> Waitable for Listener<T> {
     fn ready_now(&self) -> bool {
         self.has_ready()
     }
-    fn wait_fd(&self) -> Option<RawFd> {
-        Some(self.poll_fd())
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
+        Some(WaitSource(self.wait_source()))
     }
 }
 
@@ -63,8 +71,8 @@ impl<W: Waitable + ?Sized> Waitable for &W {
     fn ready_now(&self) -> bool {
         (**self).ready_now()
     }
-    fn wait_fd(&self) -> Option<RawFd> {
-        (**self).wait_fd()
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
+        (**self).wait_source()
     }
 }
 
@@ -72,8 +80,8 @@ impl<W: Waitable + ?Sized> Waitable for Box<W> {
     fn ready_now(&self) -> bool {
         (**self).ready_now()
     }
-    fn wait_fd(&self) -> Option<RawFd> {
-        (**self).wait_fd()
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
+        (**self).wait_source()
     }
 }
 
@@ -81,8 +89,8 @@ impl<W: Waitable + ?Sized> Waitable for &mut W {
     fn ready_now(&self) -> bool {
         (**self).ready_now()
     }
-    fn wait_fd(&self) -> Option<RawFd> {
-        (**self).wait_fd()
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
+        (**self).wait_source()
     }
 }
 
@@ -113,19 +121,19 @@ impl<W: Waitable + ?Sized> Waitable for &mut W {
 /// [`Error::Io`](crate::Error::Io) when the readiness check fails.
 pub fn wait(items: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let buffered: Vec<usize> = (0..items.len()).filter(|&i| items[i].ready_now()).collect();
-    let polled: Vec<(usize, RawFd)> = items
+    let polled: Vec<(usize, sys::WaitSource<'_>)> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| item.wait_fd().map(|fd| (i, fd)))
+        .filter_map(|(i, item)| item.wait_source().map(|s| (i, s.0)))
         .collect();
     let deadline = if buffered.is_empty() {
         timeout.and_then(|t| Instant::now().checked_add(t))
     } else {
         Some(Instant::now())
     };
-    let fds: Vec<RawFd> = polled.iter().map(|&(_, fd)| fd).collect();
-    let mut ready = vec![false; fds.len()];
-    sys::wait_readable(&fds, &mut ready, deadline)?;
+    let sources: Vec<sys::WaitSource<'_>> = polled.iter().map(|&(_, s)| s).collect();
+    let mut ready = vec![false; sources.len()];
+    sys::wait_readable(&sources, &mut ready, deadline)?;
     let mut out = buffered;
     out.extend(
         polled
@@ -143,9 +151,11 @@ pub fn wait(items: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<us
 ///
 /// The set owns its items (so that it can see messages buffered inside
 /// them); reach them with [`get_mut`](Self::get_mut) by the key
-/// [`insert`](Self::insert) returned. Built on mio: a [`wait`](Self::wait)
-/// costs time for the items that are or just were ready, not for the idle
-/// ones, so ten thousand quiet connections cost nothing per call.
+/// [`insert`](Self::insert) returned. On Unix it is built on mio: a
+/// [`wait`](Self::wait) costs time for the items that are or just were
+/// ready, not for the idle ones, so ten thousand quiet connections cost
+/// nothing per call. On Windows each wait probes every item, as [`wait`]
+/// does.
 ///
 /// ```
 /// use std::time::Duration;
@@ -160,8 +170,7 @@ pub fn wait(items: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<us
 /// # Ok::<(), mpconn::Error>(())
 /// ```
 pub struct WaitSet<W: Waitable> {
-    poll: Poll,
-    events: Events,
+    os: OsSet,
     items: Vec<Option<W>>,
     free: Vec<usize>,
     /// Keys reported ready by the last wait: checked again on the next one,
@@ -186,8 +195,7 @@ impl<W: Waitable> WaitSet<W> {
     /// [`Error::Io`](crate::Error::Io) when the OS poller cannot be created.
     pub fn new() -> Result<Self> {
         Ok(WaitSet {
-            poll: Poll::new()?,
-            events: Events::with_capacity(1024),
+            os: OsSet::new()?,
             items: Vec::new(),
             free: Vec::new(),
             hot: Vec::new(),
@@ -200,17 +208,13 @@ impl<W: Waitable> WaitSet<W> {
     /// [`Error::Io`](crate::Error::Io) when the OS refuses the registration.
     pub fn insert(&mut self, item: W) -> Result<usize> {
         let key = self.free.pop().unwrap_or(self.items.len());
-        if let Some(fd) = item.wait_fd() {
-            let registered =
-                self.poll
-                    .registry()
-                    .register(&mut SourceFd(&fd), Token(key), Interest::READABLE);
-            if let Err(e) = registered {
-                if key < self.items.len() {
-                    self.free.push(key);
-                }
-                return Err(e.into());
+        if let Some(source) = item.wait_source()
+            && let Err(e) = self.os.register(key, source.0)
+        {
+            if key < self.items.len() {
+                self.free.push(key);
             }
+            return Err(e.into());
         }
         if key == self.items.len() {
             self.items.push(Some(item));
@@ -225,9 +229,8 @@ impl<W: Waitable> WaitSet<W> {
     /// Removes and returns the item under `key`.
     pub fn remove(&mut self, key: usize) -> Option<W> {
         let item = self.items.get_mut(key)?.take()?;
-        if let Some(fd) = item.wait_fd() {
-            // Deregistration fails only if the descriptor is already gone.
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(source) = item.wait_source() {
+            self.os.deregister(source.0);
         }
         self.free.push(key);
         self.hot.retain(|&k| k != key);
@@ -269,51 +272,40 @@ impl<W: Waitable> WaitSet<W> {
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) when the OS poller fails.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Vec<usize>> {
-        let mut ready = self.recheck_hot()?;
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let wait_for = match ready.is_empty() {
-                true => deadline.map(|d| d.saturating_duration_since(Instant::now())),
-                false => Some(Duration::ZERO),
-            };
-            match self.poll.poll(&mut self.events, wait_for) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        for event in self.events.iter() {
-            let key = event.token().0;
-            if self.get(key).is_some() {
-                ready.push(key);
-            }
-        }
+        let hot = std::mem::take(&mut self.hot);
+        let mut ready = self.still_ready(&hot)?;
+        let deadline = match ready.is_empty() {
+            true => timeout.and_then(|t| Instant::now().checked_add(t)),
+            false => Some(Instant::now()),
+        };
+        ready.extend(self.os.wait(&self.items, deadline)?);
+        ready.retain(|&k| self.get(k).is_some());
         ready.sort_unstable();
         ready.dedup();
         self.hot.clone_from(&ready);
         Ok(ready)
     }
 
-    /// Which of the recently ready items are still ready.
-    fn recheck_hot(&mut self) -> Result<Vec<usize>> {
-        let hot = std::mem::take(&mut self.hot);
+    /// Which of `keys` are ready now, without waiting.
+    fn still_ready(&self, keys: &[usize]) -> Result<Vec<usize>> {
         let mut ready = Vec::new();
-        let mut fds = Vec::new();
-        let mut keys = Vec::new();
-        for key in hot {
+        let mut sources = Vec::new();
+        let mut polled = Vec::new();
+        for &key in keys {
             let Some(item) = self.get(key) else { continue };
             if item.ready_now() {
                 ready.push(key);
-            } else if let Some(fd) = item.wait_fd() {
-                fds.push(fd);
-                keys.push(key);
+            } else if let Some(source) = item.wait_source() {
+                sources.push(source.0);
+                polled.push(key);
             }
         }
-        if !fds.is_empty() {
-            let mut flags = vec![false; fds.len()];
-            sys::wait_readable(&fds, &mut flags, Some(Instant::now()))?;
+        if !sources.is_empty() {
+            let mut flags = vec![false; sources.len()];
+            sys::wait_readable(&sources, &mut flags, Some(Instant::now()))?;
             ready.extend(
-                keys.iter()
+                polled
+                    .iter()
                     .zip(&flags)
                     .filter(|(_, r)| **r)
                     .map(|(k, _)| *k),
@@ -329,5 +321,84 @@ impl<W: Waitable> Drop for WaitSet<W> {
         for key in keys {
             self.remove(key);
         }
+    }
+}
+
+/// The OS side of a [`WaitSet`] on Unix: an edge-triggered mio poll.
+#[cfg(unix)]
+struct OsSet {
+    poll: Poll,
+    events: Events,
+}
+
+#[cfg(unix)]
+impl OsSet {
+    fn new() -> std::io::Result<OsSet> {
+        Ok(OsSet {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+        })
+    }
+
+    fn register(&mut self, key: usize, source: sys::WaitSource<'_>) -> std::io::Result<()> {
+        let fd = source.raw_fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
+    }
+
+    fn deregister(&mut self, source: sys::WaitSource<'_>) {
+        // Deregistration fails only if the descriptor is already gone.
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&source.raw_fd()));
+    }
+
+    /// The keys whose descriptors became readable before `deadline`.
+    fn wait<W>(&mut self, _items: &[Option<W>], deadline: Option<Instant>) -> Result<Vec<usize>> {
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut self.events, left) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.events.iter().map(|e| e.token().0).collect())
+    }
+}
+
+/// The OS side of a [`WaitSet`] on Windows: nothing registered; each wait
+/// probes every item.
+#[cfg(windows)]
+struct OsSet;
+
+#[cfg(windows)]
+impl OsSet {
+    fn new() -> std::io::Result<OsSet> {
+        Ok(OsSet)
+    }
+
+    fn register(&mut self, _key: usize, _source: sys::WaitSource<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn deregister(&mut self, _source: sys::WaitSource<'_>) {}
+
+    fn wait<W: Waitable>(
+        &mut self,
+        items: &[Option<W>],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<usize>> {
+        let keyed: Vec<(usize, &W)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(k, i)| i.as_ref().map(|i| (k, i)))
+            .collect();
+        let refs: Vec<&dyn Waitable> = keyed.iter().map(|(_, w)| *w as &dyn Waitable).collect();
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let ready = wait(&refs, timeout)?;
+        Ok(ready.into_iter().map(|i| keyed[i].0).collect())
     }
 }

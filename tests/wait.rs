@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::os::fd::RawFd;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{KEY, child_role, expect_success, spawn_child, unique_path, watchdog};
-use mpconn::{Client, Connection, Error, Listener, WaitSet, Waitable, pipe, pipe_simplex, wait};
+use mpconn::{
+    Client, Connection, Error, Listener, WaitSet, WaitSource, Waitable, pipe, pipe_simplex, wait,
+};
 
 #[test]
 fn wait_reports_ready_connections_and_honours_timeouts() {
@@ -210,10 +211,10 @@ impl Waitable for Slot {
             Slot::Peer(c, _) => c.ready_now(),
         }
     }
-    fn wait_fd(&self) -> Option<RawFd> {
+    fn wait_source(&self) -> Option<WaitSource<'_>> {
         match self {
-            Slot::Listener(l) => l.wait_fd(),
-            Slot::Peer(c, _) => c.wait_fd(),
+            Slot::Listener(l) => l.wait_source(),
+            Slot::Peer(c, _) => c.wait_source(),
         }
     }
 }

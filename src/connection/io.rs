@@ -59,6 +59,7 @@ impl Sender {
     }
 
     /// The endpoint, when this sender holds the last reference to it.
+    #[cfg(unix)]
     pub(crate) fn into_endpoint(self) -> std::result::Result<Endpoint, Sender> {
         let Sender {
             endpoint,

@@ -457,3 +457,29 @@ mod unix {
         }
     }
 }
+
+#[cfg(windows)]
+mod windows {
+    use std::os::windows::io::{AsRawHandle, RawHandle};
+
+    use super::{Connection, Trust};
+
+    /// The pipe handle of a named-pipe connection, or the socket of a TCP
+    /// connection as a handle: what CPython's `Connection.fileno()` gives.
+    impl<T: Trust> AsRawHandle for Connection<T> {
+        fn as_raw_handle(&self) -> RawHandle {
+            self.endpoint().stream().as_raw_handle()
+        }
+    }
+
+    impl<T: Trust> Connection<T> {
+        /// The socket of a TCP connection; `None` for a named pipe.
+        pub fn as_raw_socket(&self) -> Option<std::os::windows::io::RawSocket> {
+            use std::os::windows::io::AsRawSocket;
+            self.endpoint()
+                .stream()
+                .as_socket()
+                .map(AsRawSocket::as_raw_socket)
+        }
+    }
+}

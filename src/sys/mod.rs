@@ -1,26 +1,28 @@
 //! The only home of raw OS calls and `unsafe`.
 //!
 //! Each platform module provides the same names with the same signatures, so
-//! the portable layers above carry no `cfg`:
+//! the portable layers above carry few `cfg`s:
 //!
-//! - `Stream`: a connected byte stream (a socket on Unix) with
-//!   `pair() -> io::Result<(Stream, Stream)>` (close-on-exec),
-//!   `from_socket`, `from_fd`, `read(&self, &mut [u8])`,
+//! - `Stream`: a connected byte stream (a socket on Unix; a socket or a
+//!   named pipe on Windows) with `pair() -> io::Result<(Stream, Stream)>`
+//!   (not inherited by children), `from_socket`, `read(&self, &mut [u8])`,
 //!   `read_spare(&self, &mut Vec<u8>, max)` (read into spare capacity without
 //!   zeroing it), `write_vectored(&self, &[IoSlice])` (never raises SIGPIPE),
-//!   `try_write_vectored` (never blocks either),
+//!   `try_write_vectored` (never blocks on a socket either),
 //!   `wait(&self, Interest, Option<Instant>) -> io::Result<bool>` (readiness
 //!   with a deadline, `false` on timeout, EINTR retried with the time that
-//!   is left), `shutdown(&self, Shutdown)`, `set_nonblocking(&self, bool)`
-//!   and `quick_ack(&self)`.
-//! - Free functions: `accept(&Socket, nonblocking)` (close-on-exec),
-//!   `set_nonblocking(&Socket, bool)`, `connect_nonblocking(&Socket, &SockAddr,
-//!   deadline)`, `wait_readable(&[fd], &mut [bool], deadline)` (many
-//!   descriptors at once) and `SEND_FLAGS`.
+//!   is left), `shutdown(&self, Shutdown)` and `quick_ack(&self)`.
+//! - `WaitSource<'a>`, made by `WaitSource::stream(&Stream)`, and
+//!   `wait_readable(&[WaitSource], &mut [bool], deadline)`: readiness of
+//!   many objects at once (a descriptor each on Unix; a stream or an event
+//!   on Windows).
+//! - `connect_nonblocking(&Socket, &SockAddr, deadline)`.
 //!
-//! `unix` is complete; `windows` is under way (issue 4): its named-pipe
-//! transport exists, the rest does not, so the crate does not build for
-//! Windows yet.
+//! Unix adds what its mio listener engine needs (`accept`,
+//! `set_nonblocking`, `SEND_FLAGS`, `WaitSource::fd`, `Stream::from_fd`).
+//! Windows adds what its thread engine needs: named pipes
+//! (`create_pipe_instance`, `connect_pipe`), `Event`, `wait_any`, and
+//! `select_accept`/`clear_select` for TCP listening sockets.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment naming the invariant it
 //! relies on.
@@ -31,6 +33,8 @@ mod unix;
 pub use unix::*;
 #[cfg(windows)]
 mod windows;
+#[cfg(windows)]
+pub use windows::*;
 
 /// What a caller waits for in `Stream::wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -224,18 +224,46 @@ pub fn wait_fd(
     }
 }
 
+/// What `wait()` watches on Unix: a descriptor that polls readable when the
+/// object is ready (a socket, or a listener's epoll descriptor).
+#[derive(Debug, Clone, Copy)]
+pub struct WaitSource<'a> {
+    fd: RawFd,
+    _borrow: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> WaitSource<'a> {
+    /// The descriptor of `stream`.
+    pub fn stream(stream: &'a Stream) -> WaitSource<'a> {
+        WaitSource::fd(stream.as_raw_fd())
+    }
+
+    /// A descriptor the caller keeps open for as long as it lends the source.
+    pub fn fd(fd: RawFd) -> WaitSource<'a> {
+        WaitSource {
+            fd,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// The descriptor, for registering with an epoll set.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
 /// `poll(2)` on many descriptors for readability with a deadline. On
-/// return, `ready[i]` tells whether `fds[i]` is readable (or hung up, or in
-/// error: the next read reports which). EINTR is retried with the time left.
+/// return, `ready[i]` tells whether `sources[i]` is readable (or hung up, or
+/// in error: the next read reports which). EINTR is retried with the time left.
 pub fn wait_readable(
-    fds: &[RawFd],
+    sources: &[WaitSource<'_>],
     ready: &mut [bool],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let mut pfds: Vec<libc::pollfd> = fds
+    let mut pfds: Vec<libc::pollfd> = sources
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
+        .map(|s| libc::pollfd {
+            fd: s.fd,
             events: libc::POLLIN,
             revents: 0,
         })

@@ -27,6 +27,7 @@ impl Endpoint {
         &self.stream
     }
 
+    #[cfg(unix)]
     pub(crate) fn into_stream(self) -> sys::Stream {
         self.stream
     }

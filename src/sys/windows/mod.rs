@@ -1,10 +1,444 @@
-//! Windows: TCP sockets and named pipes. **Work in progress (issue 4):** the
-//! crate does not build for Windows yet. What is here is verified under
-//! Wine 8 on its own (a probe crate): `pipe`, the message-mode named pipe
-//! with overlapped I/O and CPython's framing. Still to come: the socket
-//! `Stream`, the names listed in `sys/mod.rs`, a listener engine, and
-//! readiness for `wait()`.
+//! Windows: TCP sockets and named pipes behind one `Stream`.
+//!
+//! Named pipes are message pipes, framed as CPython frames them (no length
+//! header on the wire); `pipe` adapts them to the framed byte stream the
+//! portable layers read and write. Readiness for `wait()` comes from
+//! zero-byte overlapped reads, as in CPython's `wait()` on Windows: they
+//! complete when data arrives without taking it.
 
-#![allow(dead_code)]
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::os::windows::io::{
+    AsHandle, AsRawHandle, AsRawSocket, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
+};
+use std::ptr;
+use std::time::Instant;
+
+use socket2::{SockAddr, Socket};
+use windows_sys::Win32::Foundation::{ERROR_OPERATION_ABORTED, HANDLE};
+use windows_sys::Win32::Networking::WinSock::{
+    FD_ACCEPT, POLLRDNORM, POLLWRNORM, SOCKET, SOCKET_ERROR, WSA_IO_PENDING, WSABUF,
+    WSAEventSelect, WSAGetLastError, WSAPOLLFD, WSAPoll, WSARecv,
+};
+use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, SetEvent};
+
+use super::Interest;
 
 mod pipe;
+
+pub use pipe::{Op, Pipe, Probe, wait_any};
+
+/// A connected stream: a TCP socket or one end of a named pipe.
+#[derive(Debug)]
+pub enum Stream {
+    /// A connected TCP socket.
+    Socket(Socket),
+    /// A message-mode named pipe, framed as CPython frames it.
+    Pipe(Pipe),
+}
+
+impl Stream {
+    /// A connected pair over a fresh, randomly named pipe (CPython's
+    /// `Pipe()` on Windows). Neither handle is inheritable.
+    pub fn pair() -> io::Result<(Stream, Stream)> {
+        let mut random = [0u8; 16];
+        crate::key::fill_random(&mut random).map_err(io::Error::other)?;
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!(r"\\.\pipe\mpconn-pair-{}-{hex}", std::process::id());
+        let (a, b) = pipe::pair(&name)?;
+        Ok((Stream::Pipe(a), Stream::Pipe(b)))
+    }
+
+    /// Wraps a connected socket.
+    pub fn from_socket(socket: Socket) -> io::Result<Stream> {
+        Ok(Stream::Socket(socket))
+    }
+
+    /// One read of framed bytes.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Socket(s) => io::Read::read(&mut &*s, buf),
+            Stream::Pipe(p) => p.read(buf),
+        }
+    }
+
+    /// One read of at most `max` bytes appended to `v`.
+    pub fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        match self {
+            Stream::Socket(s) => {
+                let spare = v.spare_capacity_mut();
+                let take = spare.len().min(max);
+                let n = s.recv(&mut spare[..take])?;
+                let len = v.len() + n;
+                // SAFETY: recv wrote and so initialised the first n bytes of
+                // the spare capacity (socket2's contract for MaybeUninit
+                // buffers), and n <= take <= spare capacity.
+                unsafe { v.set_len(len) };
+                Ok(n)
+            }
+            Stream::Pipe(p) => p.read_spare(v, max),
+        }
+    }
+
+    /// One vectored write of framed bytes.
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Socket(s) => s.send_vectored(bufs),
+            Stream::Pipe(p) => p.write_vectored(bufs),
+        }
+    }
+
+    /// A write that does not block on a socket. A pipe write is handed to
+    /// the kernel whole and completes when the pipe has room, so on pipes
+    /// this is the ordinary write.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Socket(s) => {
+                s.set_nonblocking(true)?;
+                let r = s.send_vectored(bufs);
+                s.set_nonblocking(false)?;
+                r
+            }
+            Stream::Pipe(p) => p.write_vectored(bufs),
+        }
+    }
+
+    /// Waits until the stream is ready for `interest` or `deadline` passes;
+    /// `false` on timeout. A pipe is always writable (its writes block).
+    pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+        match (self, interest) {
+            (Stream::Socket(s), _) => wait_socket(s, interest, deadline),
+            (Stream::Pipe(p), Interest::Readable) => p.wait_readable(deadline),
+            (Stream::Pipe(_), Interest::Writable) => Ok(true),
+        }
+    }
+
+    /// Linux's TCP_QUICKACK has no Windows counterpart.
+    pub fn quick_ack(&self) {}
+
+    /// Shuts down one or both directions. On a pipe, shutting down reading
+    /// wakes blocked readers; the peer sees the end when the handle closes.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Socket(s) => s.shutdown(how),
+            Stream::Pipe(p) => {
+                if how != Shutdown::Write {
+                    p.cancel_all();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The socket, for a TCP stream.
+    pub fn as_socket(&self) -> Option<&Socket> {
+        match self {
+            Stream::Socket(s) => Some(s),
+            Stream::Pipe(_) => None,
+        }
+    }
+
+    /// Starts a readiness probe for `wait_readable`.
+    fn probe(&self) -> io::Result<Probe> {
+        match self {
+            Stream::Pipe(p) => p.probe(),
+            Stream::Socket(s) => probe_socket(s),
+        }
+    }
+
+    /// Ends a probe: whether the stream is ready to read.
+    fn finish_probe(&self, op: Op) -> bool {
+        match self {
+            Stream::Pipe(p) => p.finish_probe(op),
+            Stream::Socket(s) => finish_socket_probe(s, op),
+        }
+    }
+}
+
+impl AsRawHandle for Stream {
+    /// The pipe handle, or the socket as a handle (what CPython's
+    /// `fileno()` gives for either).
+    fn as_raw_handle(&self) -> RawHandle {
+        match self {
+            Stream::Socket(s) => s.as_raw_socket() as RawHandle,
+            Stream::Pipe(p) => p.handle().as_raw_handle(),
+        }
+    }
+}
+
+fn socket_handle(s: &Socket) -> HANDLE {
+    s.as_raw_socket() as HANDLE
+}
+
+/// Starts a zero-byte overlapped receive: it completes when data or the end
+/// arrives and takes nothing.
+fn probe_socket(s: &Socket) -> io::Result<Probe> {
+    let mut op = Op::new()?;
+    let mut buf = WSABUF {
+        len: 0,
+        buf: ptr::null_mut(),
+    };
+    let mut flags = 0u32;
+    // SAFETY: one WSABUF of length zero (nothing is written through it); the
+    // OVERLAPPED lives in the boxed op until finish_socket_probe has waited
+    // for the operation to end.
+    let r = unsafe {
+        WSARecv(
+            s.as_raw_socket() as SOCKET,
+            &mut buf,
+            1,
+            ptr::null_mut(),
+            &mut flags,
+            op.ov_mut(),
+            None,
+        )
+    };
+    // SAFETY: WSAGetLastError has no preconditions.
+    if r == SOCKET_ERROR && unsafe { WSAGetLastError() } == WSA_IO_PENDING {
+        return Ok(Probe::Pending(op));
+    }
+    // Done at once (data or the end is there), or an error the next read reports.
+    Ok(Probe::Ready)
+}
+
+fn finish_socket_probe(s: &Socket, mut op: Op) -> bool {
+    let signalled = wait_any(&[op.event()], Some(Instant::now())).ok() == Some(Some(0));
+    if !signalled {
+        op.cancel(socket_handle(s));
+    }
+    !matches!(op.result(socket_handle(s)), Err((ERROR_OPERATION_ABORTED, _)))
+}
+
+/// `WSAPoll` on one socket with a deadline; `false` on timeout.
+fn wait_socket(s: &Socket, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+    let events = match interest {
+        Interest::Readable => POLLRDNORM,
+        Interest::Writable => POLLWRNORM,
+    };
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_nanos()
+                .div_ceil(1_000_000)
+                .min(i32::MAX as u128) as i32,
+        };
+        let mut pfd = WSAPOLLFD {
+            fd: s.as_raw_socket() as SOCKET,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one initialised WSAPOLLFD that lives across the call.
+        let n = unsafe { WSAPoll(&mut pfd, 1, ms) };
+        match n {
+            n if n > 0 => return Ok(true),
+            0 if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(false),
+            0 => continue,
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}
+
+/// Connects `socket` within `deadline` and leaves it blocking.
+pub fn connect_nonblocking(
+    socket: &Socket,
+    addr: &SockAddr,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    match socket.connect(addr) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if !wait_socket(socket, Interest::Writable, deadline)? {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if let Some(e) = socket.take_error()? {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    socket.set_nonblocking(false)
+}
+
+/// Opens the client end of the named pipe `name` within `deadline`.
+pub fn connect_pipe(name: &str, deadline: Option<Instant>) -> io::Result<Stream> {
+    pipe::connect(name, deadline).map(Stream::Pipe)
+}
+
+/// Creates an instance of the named pipe `name` for a listener; `first`
+/// fails when the name is taken.
+pub fn create_pipe_instance(name: &str, first: bool) -> io::Result<Pipe> {
+    pipe::create_instance(name, first)
+}
+
+/// What `wait()` watches on Windows: a stream (probed with a zero-byte
+/// read) or an event that is signalled while the object is ready.
+#[derive(Debug, Clone, Copy)]
+pub enum WaitSource<'a> {
+    /// A connection's stream.
+    Stream(&'a Stream),
+    /// A manual-reset event, a listener's "connection ready" for one.
+    Event(BorrowedHandle<'a>),
+}
+
+impl<'a> WaitSource<'a> {
+    /// The source of `stream`.
+    pub fn stream(stream: &'a Stream) -> WaitSource<'a> {
+        WaitSource::Stream(stream)
+    }
+}
+
+/// The most handles one `WaitForMultipleObjects` takes.
+const MAX_WAIT: usize = 64;
+
+/// Waits until some of `sources` are readable or `deadline` passes; on
+/// return `ready[i]` tells about `sources[i]`.
+///
+/// Each stream gets a zero-byte overlapped read, and the wait is on their
+/// events; probes that did not complete are cancelled before returning.
+/// Past 64 handles (the limit of one wait), the handles are watched in
+/// groups of 64, each for up to 10 ms in turn.
+pub fn wait_readable(
+    sources: &[WaitSource<'_>],
+    ready: &mut [bool],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let mut probes: Vec<Option<Op>> = Vec::with_capacity(sources.len());
+    let mut handles: Vec<HANDLE> = Vec::with_capacity(sources.len());
+    let mut any = false;
+    let mut failure = None;
+    for (i, source) in sources.iter().enumerate() {
+        match source {
+            WaitSource::Stream(s) => match s.probe() {
+                Ok(Probe::Ready) => {
+                    ready[i] = true;
+                    any = true;
+                    probes.push(None);
+                }
+                Ok(Probe::Pending(op)) => {
+                    handles.push(op.event());
+                    probes.push(Some(op));
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    probes.push(None);
+                    break;
+                }
+            },
+            WaitSource::Event(h) => {
+                handles.push(h.as_raw_handle() as HANDLE);
+                probes.push(None);
+            }
+        }
+    }
+    if failure.is_none() && !any && !handles.is_empty() {
+        let result = if handles.len() <= MAX_WAIT {
+            wait_any(&handles, deadline).map(drop)
+        } else {
+            wait_groups(&handles, deadline)
+        };
+        failure = result.err();
+    } else if failure.is_none() && !any {
+        // Nothing to wait for: sleep out the deadline, as poll(2) does.
+        match deadline {
+            Some(d) => std::thread::sleep(d.saturating_duration_since(Instant::now())),
+            None => return Err(io::Error::other("wait() with nothing to wait for")),
+        }
+    }
+    for (i, (source, probe)) in sources.iter().zip(probes).enumerate() {
+        match (source, probe) {
+            (WaitSource::Stream(s), Some(op)) => ready[i] = s.finish_probe(op),
+            (WaitSource::Event(h), None) => {
+                let h = h.as_raw_handle() as HANDLE;
+                ready[i] = wait_any(&[h], Some(Instant::now()))?.is_some();
+            }
+            _ => {}
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Watches more than 64 handles: each group of 64 for up to 10 ms in turn,
+/// until one is signalled or the deadline passes.
+fn wait_groups(handles: &[HANDLE], deadline: Option<Instant>) -> io::Result<()> {
+    let slice = std::time::Duration::from_millis(10);
+    loop {
+        for group in handles.chunks(MAX_WAIT) {
+            let now = Instant::now();
+            let until = deadline.map_or(now + slice, |d| d.min(now + slice));
+            if wait_any(group, Some(until))?.is_some() {
+                return Ok(());
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+    }
+}
+
+/// A manual-reset event: signalled until reset.
+#[derive(Debug)]
+pub struct Event(OwnedHandle);
+
+impl Event {
+    /// A new event, not signalled.
+    pub fn new() -> io::Result<Event> {
+        // SAFETY: null attributes and name make an unnamed manual-reset event.
+        let h = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
+        if h.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: CreateEventW returned a handle we now own.
+        Ok(Event(unsafe { OwnedHandle::from_raw_handle(h as RawHandle) }))
+    }
+
+    /// Signals the event.
+    pub fn set(&self) {
+        // SAFETY: the handle is an open event.
+        unsafe { SetEvent(self.raw()) };
+    }
+
+    /// Clears the signal.
+    pub fn reset(&self) {
+        // SAFETY: the handle is an open event.
+        unsafe { ResetEvent(self.raw()) };
+    }
+
+    /// The handle, for `wait_any`.
+    pub fn raw(&self) -> HANDLE {
+        self.0.as_raw_handle() as HANDLE
+    }
+
+    /// The event as a `wait()` source.
+    pub fn wait_source(&self) -> WaitSource<'_> {
+        WaitSource::Event(self.0.as_handle())
+    }
+}
+
+/// Has `event` signalled whenever `listener` has a client to accept (and
+/// makes the listening socket non-blocking, as `WSAEventSelect` does).
+pub fn select_accept(listener: &Socket, event: &Event) -> io::Result<()> {
+    // SAFETY: the socket and the event are open for the duration of the call.
+    let r = unsafe { WSAEventSelect(listener.as_raw_socket() as SOCKET, event.raw() as isize, FD_ACCEPT as i32) };
+    if r == SOCKET_ERROR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Undoes the `WSAEventSelect` that an accepted socket inherits from its
+/// listener, and makes it blocking again.
+pub fn clear_select(socket: &Socket) -> io::Result<()> {
+    // SAFETY: the socket is open; a null event with no events cancels the
+    // association.
+    let r = unsafe { WSAEventSelect(socket.as_raw_socket() as SOCKET, 0, 0) };
+    if r == SOCKET_ERROR {
+        return Err(io::Error::last_os_error());
+    }
+    socket.set_nonblocking(false)
+}

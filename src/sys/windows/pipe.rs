@@ -3,16 +3,19 @@
 //! written frames leave as one pipe message each, without the header
 //! (CPython's framing on pipes). Overlapped I/O gives reads a deadline.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use windows_sys::Win32::Foundation::{
-    ERROR_BROKEN_PIPE, ERROR_IO_PENDING, ERROR_MORE_DATA, ERROR_PIPE_CONNECTED,
-    ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError, HANDLE,
-    INVALID_HANDLE_VALUE, LocalFree, WAIT_TIMEOUT,
+    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING,
+    ERROR_MORE_DATA, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError,
+    HANDLE, INVALID_HANDLE_VALUE, LocalFree, WAIT_ABANDONED_0, WAIT_FAILED, WAIT_OBJECT_0,
+    WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -24,10 +27,11 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS,
-    PIPE_TYPE_MESSAGE, PIPE_WAIT, PeekNamedPipe, SetNamedPipeHandleState,
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, NMPWAIT_WAIT_FOREVER,
+    PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_MESSAGE, PIPE_WAIT,
+    PeekNamedPipe, SetNamedPipeHandleState, WaitNamedPipeW,
 };
-use windows_sys::Win32::System::Threading::{CreateEventW, INFINITE, WaitForSingleObject};
+use windows_sys::Win32::System::Threading::{CreateEventW, INFINITE, WaitForMultipleObjects};
 
 const BUFSIZE: u32 = 64 * 1024;
 
@@ -49,15 +53,143 @@ pub struct Pipe {
     handle: OwnedHandle,
     rx: Mutex<Rx>,
     tx: Mutex<Vec<u8>>,
+    /// Set by `cancel_all`: no new reads start.
+    cancelled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct Rx {
-    /// A whole message as framed bytes, header first, not yet handed out.
+    /// Whole messages as framed bytes, header first, not yet handed out.
     framed: Vec<u8>,
     pos: usize,
     /// The peer closed its end.
     eof: bool,
+}
+
+impl Rx {
+    /// Appends one message with its header (4 bytes, or 12 above 2 GiB).
+    fn push_message(&mut self, msg: &[u8]) {
+        if self.pos == self.framed.len() {
+            self.framed.clear();
+            self.pos = 0;
+        }
+        let len = msg.len() as u64;
+        if len <= 0x7fff_ffff {
+            self.framed.extend_from_slice(&(len as u32).to_be_bytes());
+        } else {
+            self.framed.extend_from_slice(&(-1i32).to_be_bytes());
+            self.framed.extend_from_slice(&len.to_be_bytes());
+        }
+        self.framed.extend_from_slice(msg);
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.framed[self.pos..]
+    }
+}
+
+/// The readiness probe of one pipe: already ready, or a zero-byte read in flight.
+#[derive(Debug)]
+pub enum Probe {
+    Ready,
+    Pending(Op),
+}
+
+/// One overlapped operation: its OVERLAPPED and event, boxed so that they
+/// stay put while the kernel holds their address.
+pub struct Op {
+    ov: Box<OVERLAPPED>,
+    event: OwnedHandle,
+    byte: Box<[u8; 1]>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Op").field("event", &self.event).finish()
+    }
+}
+
+// SAFETY: the raw pointers inside OVERLAPPED are owned by this op (its event)
+// or null; nothing else aliases them.
+unsafe impl Send for Op {}
+
+impl Op {
+    pub fn new() -> io::Result<Op> {
+        // SAFETY: null attributes and name make an unnamed manual-reset event.
+        let event = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
+        if event.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: CreateEventW returned a handle we now own.
+        let event = unsafe { OwnedHandle::from_raw_handle(event as _) };
+        // SAFETY: OVERLAPPED is plain data; all zero is its documented start state.
+        let mut ov: Box<OVERLAPPED> = Box::new(unsafe { std::mem::zeroed() });
+        ov.hEvent = event.as_raw_handle() as HANDLE;
+        Ok(Op {
+            ov,
+            event,
+            byte: Box::new([0]),
+        })
+    }
+
+    pub fn ov_mut(&mut self) -> *mut OVERLAPPED {
+        &mut *self.ov
+    }
+
+    /// The event the operation signals when it completes.
+    pub fn event(&self) -> HANDLE {
+        self.event.as_raw_handle() as HANDLE
+    }
+
+    /// Asks the kernel to cancel the operation (it may complete anyway).
+    pub fn cancel(&self, handle: HANDLE) {
+        // SAFETY: `ov` belongs to an operation issued on `handle`; cancelling
+        // one that already completed is a harmless no-op.
+        unsafe { CancelIoEx(handle, &*self.ov) };
+    }
+
+    /// Waits for the operation to end and returns the bytes it moved, or
+    /// the error with the bytes moved so far.
+    pub fn result(&mut self, handle: HANDLE) -> Result<u32, (u32, u32)> {
+        let mut n = 0u32;
+        // SAFETY: `ov` stays alive (boxed, owned by self) until the operation
+        // has completed, which GetOverlappedResult with bWait = TRUE waits for.
+        let ok = unsafe { GetOverlappedResult(handle, &*self.ov, &mut n, 1) };
+        if ok != 0 { Ok(n) } else { Err((last_error(), n)) }
+    }
+}
+
+/// Waits until one of `handles` is signalled or `deadline` passes: the
+/// index of a signalled one, or `None` on timeout.
+pub fn wait_any(handles: &[HANDLE], deadline: Option<Instant>) -> io::Result<Option<usize>> {
+    loop {
+        let ms = match deadline {
+            None => INFINITE,
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(u128::from(INFINITE - 1)) as u32,
+        };
+        // SAFETY: the handles are live events or waitable objects of the
+        // caller for the duration of the call; at most 64 of them.
+        let r = unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms) };
+        if r == WAIT_TIMEOUT {
+            // The millisecond clock can wake a hair early: go again.
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                continue;
+            }
+            return Ok(None);
+        }
+        if r == WAIT_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let i = r.wrapping_sub(WAIT_OBJECT_0) as usize;
+        if i < handles.len() {
+            return Ok(Some(i));
+        }
+        let i = r.wrapping_sub(WAIT_ABANDONED_0) as usize;
+        return Ok(Some(i.min(handles.len() - 1)));
+    }
 }
 
 /// How an overlapped operation ended.
@@ -78,49 +210,97 @@ impl Pipe {
         deadline: Option<Instant>,
         start: impl FnOnce(*mut OVERLAPPED) -> i32,
     ) -> io::Result<Outcome> {
-        // SAFETY: null attributes and name make an unnamed manual-reset event.
-        let event = unsafe { CreateEventW(ptr::null(), 1, 0, ptr::null()) };
-        if event.is_null() {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: CreateEventW returned a handle we now own.
-        let event = unsafe { OwnedHandle::from_raw_handle(event as _) };
-        // SAFETY: OVERLAPPED is plain data; all zero is its documented start state.
-        let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
-        ov.hEvent = event.as_raw_handle() as HANDLE;
-        if start(&mut ov) == 0 {
+        self.overlapped_until(deadline, None, start)
+    }
+
+    /// Runs one overlapped operation to its end, its deadline, or until
+    /// `stop` (an event) is signalled; the last two give `TimedOut`.
+    fn overlapped_until(
+        &self,
+        deadline: Option<Instant>,
+        stop: Option<HANDLE>,
+        start: impl FnOnce(*mut OVERLAPPED) -> i32,
+    ) -> io::Result<Outcome> {
+        let mut op = Op::new()?;
+        if start(op.ov_mut()) == 0 {
             let e = last_error();
             if e != ERROR_IO_PENDING {
                 // A synchronous ERROR_MORE_DATA has still moved bytes: the
                 // OVERLAPPED holds how many.
-                return Ok(Outcome::Failed(e, ov.InternalHigh as u32));
+                return Ok(Outcome::Failed(e, op.ov.InternalHigh as u32));
             }
         }
-        let ms = match deadline {
-            None => INFINITE,
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(u128::from(INFINITE - 1)) as u32,
-        };
-        // SAFETY: the event handle is live for the whole call.
-        let waited = unsafe { WaitForSingleObject(ov.hEvent, ms) };
-        if waited == WAIT_TIMEOUT {
-            // SAFETY: `ov` is the OVERLAPPED of an operation issued on this handle.
-            unsafe { CancelIoEx(self.raw(), &ov) };
+        let mut handles = vec![op.event()];
+        handles.extend(stop);
+        let finished = wait_any(&handles, deadline)? == Some(0);
+        if !finished {
+            op.cancel(self.raw());
         }
-        let mut n = 0u32;
-        // SAFETY: `ov` stays alive until the operation has completed, which
-        // GetOverlappedResult with bWait = TRUE waits for.
-        let ok = unsafe { GetOverlappedResult(self.raw(), &ov, &mut n, 1) };
-        if ok != 0 {
-            return Ok(Outcome::Done(n));
+        match op.result(self.raw()) {
+            Ok(n) => Ok(Outcome::Done(n)),
+            Err((ERROR_OPERATION_ABORTED, _)) if !finished => Ok(Outcome::TimedOut),
+            Err((e, n)) => Ok(Outcome::Failed(e, n)),
         }
-        let e = last_error();
-        if waited == WAIT_TIMEOUT && e == windows_sys::Win32::Foundation::ERROR_OPERATION_ABORTED {
-            return Ok(Outcome::TimedOut);
+    }
+
+    /// Starts a zero-byte read that completes when a message (or the end)
+    /// arrives, without taking any bytes: the readiness probe of `wait()`.
+    /// An empty message is the exception: the probe consumes it, and
+    /// [`finish_probe`](Self::finish_probe) keeps it in the buffer.
+    pub fn probe(&self) -> io::Result<Probe> {
+        let rx = self.lock_rx();
+        if rx.pos < rx.framed.len() || rx.eof {
+            return Ok(Probe::Ready);
         }
-        Ok(Outcome::Failed(e, n))
+        let mut op = Op::new()?;
+        let buf = op.byte.as_mut_ptr();
+        // SAFETY: the zero-byte read writes nothing into `buf`, which lives
+        // in the boxed op anyway; the OVERLAPPED stays put in its box until
+        // finish_probe has waited for completion.
+        let started = unsafe { ReadFile(self.raw(), buf, 0, ptr::null_mut(), op.ov_mut()) };
+        let e = if started == 0 { last_error() } else { 0 };
+        drop(rx);
+        if e == ERROR_IO_PENDING {
+            return Ok(Probe::Pending(op));
+        }
+        // Done at once: an empty message was taken, or a message or the end
+        // is waiting, or an error the next read reports.
+        self.settle_probe(if e == 0 { Ok(0) } else { Err((e, 0)) });
+        Ok(Probe::Ready)
+    }
+
+    /// Ends a probe started by [`probe`](Self::probe): whether the pipe is
+    /// ready to read.
+    pub fn finish_probe(&self, mut op: Op) -> bool {
+        let signalled = wait_any(&[op.event()], Some(Instant::now())).ok() == Some(Some(0));
+        if !signalled {
+            op.cancel(self.raw());
+        }
+        self.settle_probe(op.result(self.raw()))
+    }
+
+    /// Records what a finished probe found; `true` when the pipe is ready.
+    fn settle_probe(&self, result: Result<u32, (u32, u32)>) -> bool {
+        let mut rx = self.lock_rx();
+        match result {
+            // A zero-byte read that succeeded took an empty message.
+            Ok(_) => {
+                rx.push_message(&[]);
+                true
+            }
+            Err((ERROR_MORE_DATA, _)) => true,
+            Err((ERROR_OPERATION_ABORTED, _)) => false,
+            Err((ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_NO_DATA, _)) => {
+                rx.eof = true;
+                true
+            }
+            // Anything else: the next read reports it.
+            Err(_) => true,
+        }
+    }
+
+    fn lock_rx(&self) -> std::sync::MutexGuard<'_, Rx> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads one whole pipe message; `None` at end of stream.
@@ -128,6 +308,9 @@ impl Pipe {
         let mut msg = vec![0u8; BUFSIZE as usize];
         let mut got = 0usize;
         loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32));
+            }
             let room = (msg.len() - got).min(u32::MAX as usize) as u32;
             let buf = msg[got..].as_mut_ptr();
             // SAFETY: `buf` points to `room` writable bytes of `msg`, which
@@ -174,16 +357,7 @@ impl Pipe {
         }
         match self.read_message(deadline) {
             Ok(Some(msg)) => {
-                rx.framed.clear();
-                rx.pos = 0;
-                let len = msg.len() as u64;
-                if len <= 0x7fff_ffff {
-                    rx.framed.extend_from_slice(&(len as u32).to_be_bytes());
-                } else {
-                    rx.framed.extend_from_slice(&(-1i32).to_be_bytes());
-                    rx.framed.extend_from_slice(&len.to_be_bytes());
-                }
-                rx.framed.extend_from_slice(&msg);
+                rx.push_message(&msg);
                 Ok(true)
             }
             Ok(None) => {
@@ -197,49 +371,86 @@ impl Pipe {
 
     /// Framed bytes of the next message; `Ok(0)` at end of stream.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rx = self.lock_rx();
         self.fill(&mut rx, None)?;
-        let n = buf.len().min(rx.framed.len() - rx.pos);
-        buf[..n].copy_from_slice(&rx.framed[rx.pos..rx.pos + n]);
+        let n = buf.len().min(rx.buffered().len());
+        buf[..n].copy_from_slice(&rx.buffered()[..n]);
+        rx.pos += n;
+        Ok(n)
+    }
+
+    /// Like [`read`](Self::read), appending at most `max` bytes to `v`.
+    pub fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let mut rx = self.lock_rx();
+        self.fill(&mut rx, None)?;
+        let n = max.min(rx.buffered().len());
+        v.extend_from_slice(&rx.buffered()[..n]);
         rx.pos += n;
         Ok(n)
     }
 
     /// Whether a message (or the end) is here within the deadline.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
-        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rx = self.lock_rx();
         self.fill(&mut rx, deadline)
     }
 
-    /// Takes framed bytes; every complete frame leaves as one pipe message.
-    pub fn write(&self, bytes: &[u8]) -> io::Result<usize> {
+    /// Takes framed bytes; every complete frame leaves as one pipe message,
+    /// without its header. Blocks while the pipe's buffer is full, as a
+    /// message pipe does until the reader takes the message.
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        tx.extend_from_slice(bytes);
-        loop {
-            let (hlen, len) = match frame_len(&tx) {
-                Some(h) => h,
-                None => return Ok(bytes.len()),
+        let mut total = 0;
+        for b in bufs {
+            tx.extend_from_slice(b);
+            total += b.len();
+        }
+        let mut at = 0;
+        let result = loop {
+            let Some((hlen, len)) = frame_len(&tx[at..]) else {
+                break Ok(total);
             };
-            if tx.len() < hlen + len {
-                return Ok(bytes.len());
+            if tx.len() - at < hlen + len {
+                break Ok(total);
             }
-            let payload = tx[hlen..hlen + len].as_ptr();
+            let Ok(len32) = u32::try_from(len) else {
+                break Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a pipe message is limited to 4 GiB",
+                ));
+            };
+            let payload = tx[at + hlen..].as_ptr();
             // SAFETY: `payload` points to `len` bytes of `tx`, which is locked
             // and unchanged until the operation completes.
             let outcome = self.overlapped(None, |ov| unsafe {
-                WriteFile(self.raw(), payload, len as u32, ptr::null_mut(), ov)
+                WriteFile(self.raw(), payload, len32, ptr::null_mut(), ov)
             })?;
             match outcome {
-                Outcome::Done(n) if n as usize == len => {}
-                Outcome::Done(_) => return Err(io::ErrorKind::WriteZero.into()),
-                Outcome::Failed(e, _) => {
-                    tx.clear();
-                    return Err(io::Error::from_raw_os_error(e as i32));
+                Outcome::Done(n) if n == len32 => at += hlen + len,
+                Outcome::Done(_) => break Err(io::ErrorKind::WriteZero.into()),
+                Outcome::Failed(ERROR_NO_DATA | ERROR_BROKEN_PIPE, _) => {
+                    break Err(io::ErrorKind::BrokenPipe.into());
                 }
-                Outcome::TimedOut => unreachable!("writes have no deadline"),
+                Outcome::Failed(e, _) => break Err(io::Error::from_raw_os_error(e as i32)),
+                Outcome::TimedOut => break Err(io::ErrorKind::TimedOut.into()),
             }
-            tx.drain(..hlen + len);
+        };
+        match result {
+            Ok(_) => {
+                tx.drain(..at);
+            }
+            // The stream is broken: half-sent frames must not go out later.
+            Err(_) => tx.clear(),
         }
+        result
+    }
+
+    /// Cancels every read and write in flight on this pipe, from any thread:
+    /// `close()` uses it to wake blocked callers. Later reads see the end.
+    pub fn cancel_all(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        // SAFETY: a null OVERLAPPED cancels all I/O on the handle, which is open.
+        unsafe { CancelIoEx(self.raw(), ptr::null()) };
     }
 }
 
@@ -293,8 +504,13 @@ impl Drop for OwnerOnly {
 }
 
 /// Creates an instance of the pipe `name`; `first` refuses a name that
-/// exists already (a squatter).
+/// exists already (a squatter's, or another listener's).
 pub fn create_instance(name: &str, first: bool) -> io::Result<Pipe> {
+    // FILE_FLAG_FIRST_PIPE_INSTANCE is the guarantee on Windows; Wine does not
+    // enforce it, so look first as well (the flag closes the race on Windows).
+    if first && exists(name) {
+        return Err(io::Error::from_raw_os_error(ERROR_ACCESS_DENIED as i32));
+    }
     let security = OwnerOnly::new()?;
     let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
     if first {
@@ -358,25 +574,89 @@ impl Pipe {
             handle,
             rx: Mutex::new(Rx::default()),
             tx: Mutex::new(Vec::new()),
+            cancelled: AtomicBool::new(false),
         }
     }
 
-    /// Waits for a client on a server instance.
-    pub fn connect(&self) -> io::Result<()> {
-        // SAFETY: the OVERLAPPED passed in stays alive until completion.
-        let outcome = self.overlapped(None, |ov| unsafe { ConnectNamedPipe(self.raw(), ov) })?;
-        match outcome {
-            Outcome::Done(_) | Outcome::Failed(ERROR_PIPE_CONNECTED, _) => Ok(()),
-            Outcome::Failed(e, _) => Err(io::Error::from_raw_os_error(e as i32)),
-            Outcome::TimedOut => Err(io::ErrorKind::TimedOut.into()),
+    /// Waits for a client on a server instance, until `stop` (an event) is
+    /// signalled; `Ok(false)` when stopped. A client that connected and
+    /// left again before this call (`ERROR_NO_DATA`) is disconnected and
+    /// the wait goes on, on the same instance.
+    pub fn accept_client(&self, stop: HANDLE) -> io::Result<bool> {
+        loop {
+            // SAFETY: the OVERLAPPED passed in stays alive until completion.
+            let outcome =
+                self.overlapped_until(None, Some(stop), |ov| unsafe { ConnectNamedPipe(self.raw(), ov) })?;
+            match outcome {
+                Outcome::Done(_) | Outcome::Failed(ERROR_PIPE_CONNECTED, _) => return Ok(true),
+                Outcome::Failed(ERROR_NO_DATA, _) => {
+                    // SAFETY: the handle is an open server instance.
+                    unsafe { DisconnectNamedPipe(self.raw()) };
+                }
+                Outcome::Failed(e, _) => return Err(io::Error::from_raw_os_error(e as i32)),
+                Outcome::TimedOut => return Ok(false),
+            }
         }
+    }
+
+    /// The pipe's handle.
+    pub fn handle(&self) -> &OwnedHandle {
+        &self.handle
     }
 }
 
-/// A connected pair over a fresh uniquely named pipe, as CPython's Pipe().
+impl From<OwnedHandle> for Pipe {
+    fn from(handle: OwnedHandle) -> Pipe {
+        Pipe::from_handle(handle)
+    }
+}
+
+impl From<Pipe> for OwnedHandle {
+    fn from(pipe: Pipe) -> OwnedHandle {
+        pipe.handle
+    }
+}
+
+/// A connected pair over a fresh, randomly named pipe, as CPython's Pipe().
 pub fn pair(name: &str) -> io::Result<(Pipe, Pipe)> {
     let server = create_instance(name, true)?;
     let client = open(name)?;
-    server.connect()?;
+    let never = Op::new()?;
+    if !server.accept_client(never.event())? {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
     Ok((server, client))
+}
+
+/// Opens the client end of `name` within `deadline`, waiting while every
+/// instance is busy, as CPython's Client does.
+pub fn connect(name: &str, deadline: Option<Instant>) -> io::Result<Pipe> {
+    loop {
+        match open(name) {
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {}
+            other => return other,
+        }
+        let ms = match deadline {
+            None => NMPWAIT_WAIT_FOREVER,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now()).as_millis();
+                if left == 0 {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                left.min(u128::from(u32::MAX - 1)) as u32
+            }
+        };
+        let wname = wide(name);
+        // SAFETY: wname is NUL-terminated. The outcome only decides whether
+        // to try again; open() reports the real error.
+        unsafe { WaitNamedPipeW(wname.as_ptr(), ms) };
+    }
+}
+
+/// Whether some process serves the pipe `name` already.
+pub fn exists(name: &str) -> bool {
+    let wname = wide(name);
+    // SAFETY: wname is NUL-terminated.
+    let ok = unsafe { WaitNamedPipeW(wname.as_ptr(), 1) };
+    ok != 0 || last_error() != ERROR_FILE_NOT_FOUND
 }

@@ -1,0 +1,447 @@
+//! `Listener`: bind, accept, and run many handshakes at once.
+//!
+//! Accepted clients are not handed out until their handshake passes, and a
+//! client that is silent, slow or hostile holds up only its own attempt: the
+//! others keep moving and `accept()` returns the first that finishes.
+//!
+//! On Unix the handshakes run non-blocking on one mio poll, driven by
+//! whichever thread is inside `accept()` (`poll.rs`). On Windows an acceptor
+//! thread takes clients and each handshake runs on a thread of its own
+//! (`threads.rs`).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::address::{Address, ToAddress};
+use crate::connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
+use crate::error::{Error, Result};
+use crate::handshake::HandshakeOptions;
+use crate::key::AuthKey;
+use crate::proto::codec::Codec;
+use crate::socket::unix_path::SocketFile;
+use crate::sys;
+
+#[cfg(unix)]
+mod poll;
+#[cfg(unix)]
+use poll::{Engine, Wake};
+#[cfg(windows)]
+mod threads;
+#[cfg(windows)]
+use threads::{Engine, Wake};
+
+/// The default `listen(2)` backlog. CPython's default of 1 refuses clients
+/// under any burst; the kernel caps this at `net.core.somaxconn`.
+pub const DEFAULT_BACKLOG: i32 = 1024;
+/// The default cap on handshakes in progress at once.
+pub const DEFAULT_MAX_PENDING: usize = 256;
+
+/// A handshake that failed or was abandoned, as reported to
+/// [`ListenerOptions::on_handshake_failure`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HandshakeFailure {
+    /// Where the client connected from, when its socket has an address.
+    pub peer: Option<Address>,
+    /// What went wrong: [`Error::Auth`] for the handshake itself,
+    /// [`Error::Io`] when the accepted socket could not be set up.
+    pub error: Error,
+}
+
+/// Counters of a listener's work since it was bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerStats {
+    /// Connections handed out by `accept()`.
+    pub accepted: u64,
+    /// Handshakes that failed, timed out or were abandoned.
+    pub failed_handshakes: u64,
+}
+
+type FailureHook = Arc<dyn Fn(&HandshakeFailure) + Send + Sync>;
+
+/// Options for binding a [`Listener`]: a builder.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let listener = mpconn::ListenerOptions::new()
+///     .handshake_timeout(Duration::from_secs(2))
+///     .backlog(4096)
+///     .bind("127.0.0.1:0", b"a key of at least sixteen bytes")?;
+/// # Ok::<(), mpconn::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ListenerOptions {
+    handshake: HandshakeOptions,
+    backlog: i32,
+    max_pending: usize,
+    accept_timeout: Option<Duration>,
+    max_message: u64,
+    reclaim_stale_socket: bool,
+    on_failure: Option<FailureHook>,
+    codec: Codec,
+}
+
+impl fmt::Debug for ListenerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerOptions")
+            .field("handshake", &self.handshake)
+            .field("backlog", &self.backlog)
+            .field("max_pending", &self.max_pending)
+            .field("accept_timeout", &self.accept_timeout)
+            .field("max_message", &self.max_message)
+            .field("reclaim_stale_socket", &self.reclaim_stale_socket)
+            .field("on_failure", &self.on_failure.is_some())
+            .field("codec", &self.codec)
+            .finish()
+    }
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            handshake: HandshakeOptions::default(),
+            backlog: DEFAULT_BACKLOG,
+            max_pending: DEFAULT_MAX_PENDING,
+            accept_timeout: None,
+            max_message: DEFAULT_MAX_MESSAGE,
+            reclaim_stale_socket: false,
+            on_failure: None,
+            codec: Codec::default(),
+        }
+    }
+}
+
+impl ListenerOptions {
+    /// The defaults: sha256, 5 s handshakes, backlog 1024, 256 pending handshakes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    crate::handshake::handshake_builder_methods!();
+
+    /// The `listen(2)` backlog (default [`DEFAULT_BACKLOG`]).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog.max(1);
+        self
+    }
+
+    /// How many handshakes may be in progress at once (default
+    /// [`DEFAULT_MAX_PENDING`]); further clients wait in the backlog.
+    pub fn max_pending_handshakes(mut self, max: usize) -> Self {
+        self.max_pending = max.max(1);
+        self
+    }
+
+    /// How long `accept()` waits before [`Error::Timeout`] (default: forever).
+    pub fn accept_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.accept_timeout = timeout;
+        self
+    }
+
+    /// The message-size limit of accepted connections.
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.max_message = max;
+        self
+    }
+
+    /// The codec of accepted connections' typed messages (default bincode;
+    /// `Codec::Pickle` for Python clients, with the `pickle` feature).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Replace a stale socket file (one nothing listens on) at the path
+    /// instead of failing (default: fail).
+    pub fn reclaim_stale_socket(mut self, reclaim: bool) -> Self {
+        self.reclaim_stale_socket = reclaim;
+        self
+    }
+
+    /// Called for every client whose handshake fails or is abandoned. Such
+    /// clients never surface as errors of `accept()`. The hook runs on the
+    /// thread inside `accept()`, after the listener's lock is released, so it
+    /// may call the listener's methods.
+    pub fn on_handshake_failure(
+        mut self,
+        hook: impl Fn(&HandshakeFailure) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_failure = Some(Arc::new(hook));
+        self
+    }
+
+    /// Binds an authenticated listener.
+    ///
+    /// # Errors
+    /// [`Error::Address`] for a malformed, unsupported, too long, stale or
+    /// busy address; [`Error::Auth`] for a key shorter than 16 bytes;
+    /// [`Error::Io`] when the socket cannot be bound.
+    pub fn bind(self, address: impl ToAddress, authkey: &[u8]) -> Result<Listener> {
+        let key = AuthKey::new(authkey);
+        key.check_len(self.handshake.allow_short_key)?;
+        Listener::open(self, address.to_address()?, Some(key))
+    }
+
+    /// Binds a listener that runs no handshake. What it accepts is a
+    /// [`Connection<Unverified>`]: bytes only, until authenticated.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind), without the key checks.
+    pub fn bind_unauthenticated(self, address: impl ToAddress) -> Result<Listener<Unverified>> {
+        Listener::open(self, address.to_address()?, None)
+    }
+}
+
+/// A bound socket that accepts connections: CPython's `Listener`.
+///
+/// `Listener` (that is, `Listener<Authenticated>`) runs the handshake on every
+/// client and hands out only those that hold the key;
+/// `Listener<Unverified>` hands out every client, untrusted.
+///
+/// It is `Sync`: one thread may block in [`accept`](Self::accept) while
+/// another calls [`close`](Self::close) to wake it.
+///
+/// Handshakes progress while a thread is inside `accept()` (or
+/// [`try_accept`](Self::try_accept)), as in CPython, but all of them at once:
+/// `accept()` returns the first client that completes, whatever the others
+/// are doing. A client's handshake deadline starts when it is accepted from
+/// the backlog.
+pub struct Listener<T: Trust = Authenticated> {
+    engine: Mutex<Engine>,
+    shared: Arc<Shared>,
+    address: Address,
+    _file: Option<SocketFile>,
+    _trust: PhantomData<fn() -> T>,
+}
+
+/// What the listener shares with its engine (and, on Windows, its threads).
+struct Shared {
+    closed: AtomicBool,
+    wake: Wake,
+    accepted: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A client that passed its handshake, waiting for `accept()`.
+struct Accepted {
+    stream: sys::Stream,
+    peer: Option<Address>,
+    /// Bytes read past the handshake's last message: the client's first
+    /// messages, handed to the connection.
+    early: Vec<u8>,
+}
+
+impl<T: Trust> fmt::Debug for Listener<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("trust", &std::any::type_name::<T>())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Listener<Authenticated> {
+    /// Binds an authenticated listener with default options. Clients must
+    /// hold `authkey` (at least 16 bytes).
+    ///
+    /// # Errors
+    /// As [`ListenerOptions::bind`].
+    pub fn bind(address: impl ToAddress, authkey: &[u8]) -> Result<Listener> {
+        ListenerOptions::new().bind(address, authkey)
+    }
+
+    /// A builder for the other options.
+    pub fn builder() -> ListenerOptions {
+        ListenerOptions::new()
+    }
+}
+
+impl Listener<Unverified> {
+    /// Binds a listener that runs no handshake, with default options.
+    ///
+    /// # Errors
+    /// As [`ListenerOptions::bind`].
+    pub fn bind_unauthenticated(address: impl ToAddress) -> Result<Listener<Unverified>> {
+        ListenerOptions::new().bind_unauthenticated(address)
+    }
+}
+
+impl<T: Trust> Listener<T> {
+    fn open(opts: ListenerOptions, address: Address, key: Option<AuthKey>) -> Result<Self> {
+        let (engine, shared, bound, cleanup) = Engine::open(opts, &address, key)?;
+        Ok(Listener {
+            engine: Mutex::new(engine),
+            shared,
+            address: bound,
+            _file: cleanup,
+            _trust: PhantomData,
+        })
+    }
+
+    /// Waits for the next client that passes the handshake (any client, for
+    /// an unauthenticated listener), up to the accept timeout if one was set.
+    ///
+    /// Clients that fail or abandon their handshake do not end this call:
+    /// they are counted in [`stats`](Self::stats) and reported to the
+    /// failure hook, and the wait goes on.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`close`](Self::close), [`Error::Timeout`]
+    /// when the accept timeout passes, [`Error::Io`] when the listening
+    /// socket fails. Out of descriptors (`EMFILE`) is reported once; the
+    /// listener stays usable, keeps the client in the backlog, and the next
+    /// call retries after a pause that grows from 10 ms to 1 s while the
+    /// shortage lasts, so a server loop that logs and goes on does not spin.
+    pub fn accept(&self) -> Result<Connection<T>> {
+        let timeout = self.lock().opts.accept_timeout;
+        self.accept_deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// Like [`accept`](Self::accept) with its own timeout.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection<T>> {
+        self.accept_deadline(Instant::now().checked_add(timeout))
+    }
+
+    fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
+        let mut engine = self.lock();
+        let result = engine.accept(deadline).map(|accepted| {
+            let mut conn = Connection::with_early_bytes(
+                accepted.stream,
+                &accepted.early,
+                engine.opts.max_message,
+            );
+            conn.set_codec(engine.opts.codec);
+            conn
+        });
+        // Failure hooks run after the lock is released, so that a hook may
+        // call back into this listener.
+        let failures = std::mem::take(&mut engine.failures);
+        let hook = engine.opts.on_failure.clone();
+        drop(engine);
+        if let Some(hook) = hook {
+            for failure in &failures {
+                hook(failure);
+            }
+        }
+        result
+    }
+
+    /// Moves pending handshakes forward without blocking and returns a
+    /// connection if one has completed. Use it after [`wait`](crate::wait)
+    /// reports the listener ready: readiness means work to do (a new client,
+    /// a handshake message), not necessarily a finished handshake.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept), without the timeout.
+    pub fn try_accept(&self) -> Result<Option<Connection<T>>> {
+        match self.accept_deadline(Some(Instant::now())) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(Error::Timeout) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a completed connection is waiting, without blocking on a
+    /// thread that is inside `accept()`.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.engine.try_lock().is_ok_and(|e| e.has_ready())
+    }
+
+    /// What `wait()` watches: readable (signalled) when a client arrives or
+    /// a handshake can move on (Unix) or has finished (Windows).
+    pub(crate) fn wait_source(&self) -> sys::WaitSource<'_> {
+        self.shared.wake.wait_source()
+    }
+
+    /// An iterator over accepted connections; it ends when the listener is closed.
+    pub fn incoming(&self) -> Incoming<'_, T> {
+        Incoming { listener: self }
+    }
+
+    /// The bound address, with the real port after binding port 0.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The address of the last accepted peer, when it has one (TCP peers do;
+    /// Unix-socket clients are usually unnamed).
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.lock().last_accepted.clone()
+    }
+
+    /// Counters of accepted connections and failed handshakes.
+    pub fn stats(&self) -> ListenerStats {
+        ListenerStats {
+            accepted: self.shared.accepted.load(Ordering::Relaxed),
+            failed_handshakes: self.shared.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting: a thread blocked in `accept()` wakes with
+    /// [`Error::Closed`], and so does every later call. Pending handshakes
+    /// are dropped. The socket and its file go when the listener is dropped.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake.wake();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Engine> {
+        // The engine holds no invariant a panicking thread could break
+        // half-way in a way that matters to the next caller.
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(unix)]
+impl<T: Trust> std::os::fd::AsRawFd for Listener<T> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.lock().raw_fd()
+    }
+}
+
+impl Shared {
+    fn new(wake: Wake) -> Arc<Shared> {
+        Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            wake,
+            accepted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Errors of `accept` that concern only the client that left.
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// Iterator returned by [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a, T: Trust> {
+    listener: &'a Listener<T>,
+}
+
+impl<T: Trust> Iterator for Incoming<'_, T> {
+    type Item = Result<Connection<T>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.listener.accept() {
+            Err(Error::Closed) => None,
+            other => Some(other),
+        }
+    }
+}
+

@@ -1,0 +1,400 @@
+//! The Windows listener engine. An acceptor thread takes clients (a TCP
+//! `accept`, or `ConnectNamedPipe` on a spare pipe instance that is
+//! replaced at once), and each handshake runs on a thread of its own with
+//! its deadline, so a slow client holds up only itself. Finished clients
+//! queue for `accept()`; an event is signalled while the queue is not empty,
+//! which is what `wait()` watches.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error};
+use crate::address::Address;
+use crate::error::{AuthError, Error, Result};
+use crate::handshake::{HandshakeOptions, READ_AHEAD};
+use crate::key::AuthKey;
+use crate::proto::auth::{Role, Status};
+use crate::socket::{self, BindOptions, unix_path::SocketFile};
+use crate::sys::{self, Event, Interest, Pipe};
+
+/// What the listener's threads share.
+pub(super) struct Wake {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Signalled while a finished client waits in `ready`.
+    ready_event: Event,
+    /// Signalled by `close()`: the acceptor stops.
+    stop: Event,
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<Accepted>,
+    failures: Vec<HandshakeFailure>,
+    /// Handshakes in progress.
+    pending: usize,
+    /// An error of the acceptor, for `accept()` to report once.
+    error: Option<io::Error>,
+}
+
+impl Wake {
+    pub(super) fn wake(&self) {
+        self.stop.set();
+        self.changed.notify_all();
+    }
+
+    pub(super) fn wait_source(&self) -> sys::WaitSource<'_> {
+        self.ready_event.wait_source()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where clients come from.
+enum Source {
+    Tcp(Socket),
+    Pipe { name: String, spare: Pipe },
+}
+
+/// What the acceptor and the handshake threads need.
+#[derive(Clone)]
+struct Context {
+    shared: Arc<Shared>,
+    key: Option<Arc<AuthKey>>,
+    handshake: HandshakeOptions,
+    max_pending: usize,
+    report_failures: bool,
+}
+
+/// The listener's side: the queue is in `Wake`, shared with the threads.
+pub(super) struct Engine {
+    pub(super) opts: ListenerOptions,
+    pub(super) last_accepted: Option<Address>,
+    pub(super) failures: Vec<HandshakeFailure>,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Binds `address` and starts the acceptor thread.
+    pub(super) fn open(
+        opts: ListenerOptions,
+        address: &Address,
+        key: Option<AuthKey>,
+    ) -> Result<(Engine, Arc<Shared>, Address, Option<SocketFile>)> {
+        let (source, bound, cleanup) = match address {
+            Address::Pipe(name) => {
+                let spare = sys::create_pipe_instance(name, true).map_err(|e| {
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        Error::Address(crate::error::AddressError::InUse(name.clone()))
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+                let source = Source::Pipe {
+                    name: name.clone(),
+                    spare,
+                };
+                (source, address.clone(), None)
+            }
+            _ => {
+                let bound = socket::bind(
+                    address,
+                    BindOptions {
+                        backlog: opts.backlog,
+                        reclaim_stale_socket: opts.reclaim_stale_socket,
+                    },
+                )?;
+                (Source::Tcp(bound.socket), bound.address, bound.cleanup)
+            }
+        };
+        let shared = Shared::new(Wake {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            ready_event: Event::new()?,
+            stop: Event::new()?,
+        });
+        let ctx = Context {
+            shared: shared.clone(),
+            key: key.map(Arc::new),
+            handshake: opts.handshake,
+            max_pending: opts.max_pending.max(1),
+            report_failures: opts.on_failure.is_some(),
+        };
+        let accept_event = Event::new()?;
+        if let Source::Tcp(socket) = &source {
+            sys::select_accept(socket, &accept_event)?;
+        }
+        let acceptor = std::thread::Builder::new()
+            .name("mpconn-acceptor".into())
+            .spawn(move || match source {
+                Source::Tcp(socket) => accept_tcp(&socket, &accept_event, &ctx),
+                Source::Pipe { name, spare } => accept_pipes(&name, spare, &ctx),
+            })?;
+        let engine = Engine {
+            opts,
+            last_accepted: None,
+            failures: Vec::new(),
+            shared: shared.clone(),
+            acceptor: Some(acceptor),
+        };
+        Ok((engine, shared, bound, cleanup))
+    }
+
+    pub(super) fn has_ready(&self) -> bool {
+        !self.shared.wake.lock().ready.is_empty()
+    }
+
+    /// Waits for a client that finished its handshake, until `deadline`.
+    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Accepted> {
+        let wake = &self.shared.wake;
+        let mut state = wake.lock();
+        loop {
+            self.failures.append(&mut state.failures);
+            if self.shared.closed.load(Ordering::SeqCst) {
+                state.ready.clear();
+                wake.ready_event.reset();
+                return Err(Error::Closed);
+            }
+            if let Some(accepted) = state.ready.pop_front() {
+                if state.ready.is_empty() {
+                    wake.ready_event.reset();
+                }
+                self.last_accepted = accepted.peer.clone();
+                self.shared.accepted.fetch_add(1, Ordering::Relaxed);
+                return Ok(accepted);
+            }
+            if let Some(e) = state.error.take() {
+                return Err(e.into());
+            }
+            state = match deadline {
+                None => wake.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::Timeout);
+                    }
+                    wake.changed
+                        .wait_timeout(state, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.wake.wake();
+        if let Some(acceptor) = self.acceptor.take() {
+            // The acceptor ends on the stop event; a panic there is already
+            // reported by the panic hook.
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl Context {
+    fn stopped(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+            || sys::wait_any(&[self.shared.wake.stop.raw()], Some(Instant::now()))
+                .ok()
+                .flatten()
+                .is_some()
+    }
+
+    /// Waits until fewer than `max_pending` handshakes run; `false` once stopped.
+    fn wait_for_room(&self) -> bool {
+        let wake = &self.shared.wake;
+        let mut state = wake.lock();
+        while state.pending >= self.max_pending {
+            if self.stopped() {
+                return false;
+            }
+            state = wake
+                .changed
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        !self.stopped()
+    }
+
+    /// An acceptor error for `accept()`, then a pause that grows from 10 ms
+    /// to 1 s while the errors go on.
+    fn acceptor_failed(&self, e: io::Error, pause: &mut Duration) {
+        let wake = &self.shared.wake;
+        wake.lock().error = Some(e);
+        wake.changed.notify_all();
+        *pause = (*pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let _ = sys::wait_any(&[wake.stop.raw()], Instant::now().checked_add(*pause));
+    }
+
+    fn report(&self, peer: Option<Address>, error: Error) {
+        self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        if self.report_failures {
+            let wake = &self.shared.wake;
+            wake.lock().failures.push(HandshakeFailure { peer, error });
+            wake.changed.notify_all();
+        }
+    }
+
+    /// Runs the client's handshake on a thread of its own.
+    fn start_handshake(&self, stream: sys::Stream, peer: Option<Address>) {
+        self.shared.wake.lock().pending += 1;
+        let ctx = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mpconn-handshake".into())
+            .spawn(move || {
+                let result = match &ctx.key {
+                    None => Ok(Vec::new()),
+                    Some(key) => handshake(&stream, &ctx.handshake, key),
+                };
+                ctx.finish(stream, peer, result);
+            });
+        if let Err(e) = spawned {
+            self.shared.wake.lock().pending -= 1;
+            self.report(None, e.into());
+        }
+    }
+
+    fn finish(&self, stream: sys::Stream, peer: Option<Address>, result: Result<Vec<u8>>) {
+        let wake = &self.shared.wake;
+        match result {
+            Ok(early) => {
+                let mut state = wake.lock();
+                state.pending -= 1;
+                if !self.shared.closed.load(Ordering::SeqCst) {
+                    state.ready.push_back(Accepted {
+                        stream,
+                        peer,
+                        early,
+                    });
+                    wake.ready_event.set();
+                }
+            }
+            Err(e) => {
+                wake.lock().pending -= 1;
+                self.report(peer, e);
+            }
+        }
+        wake.changed.notify_all();
+    }
+}
+
+/// The TCP acceptor: waits on the accept event and the stop event.
+fn accept_tcp(socket: &Socket, accept_event: &Event, ctx: &Context) {
+    let stop = ctx.shared.wake.stop.raw();
+    let mut pause = Duration::ZERO;
+    loop {
+        match sys::wait_any(&[accept_event.raw(), stop], None) {
+            Ok(Some(0)) => accept_event.reset(),
+            _ => return,
+        }
+        while ctx.wait_for_room() {
+            let (client, peer) = match socket.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_transient_accept_error(&e) => continue,
+                Err(e) => {
+                    ctx.acceptor_failed(e, &mut pause);
+                    // Try again without waiting for a new event: the
+                    // client is still in the backlog.
+                    accept_event.set();
+                    break;
+                }
+            };
+            pause = Duration::ZERO;
+            let peer = socket::peer_address(&peer);
+            let ready = sys::clear_select(&client)
+                .and_then(|()| client.set_tcp_nodelay(true))
+                .and_then(|()| sys::Stream::from_socket(client));
+            match ready {
+                Ok(stream) => ctx.start_handshake(stream, peer),
+                Err(e) => ctx.report(peer, e.into()),
+            }
+        }
+        if ctx.stopped() {
+            return;
+        }
+    }
+}
+
+/// The named-pipe acceptor: one instance waits for a client while the
+/// others are handed out, and a new spare is made as soon as one connects,
+/// so clients do not find every instance busy.
+fn accept_pipes(name: &str, mut spare: Pipe, ctx: &Context) {
+    let stop = ctx.shared.wake.stop.raw();
+    let mut pause = Duration::ZERO;
+    while ctx.wait_for_room() {
+        match spare.accept_client(stop) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                ctx.acceptor_failed(e, &mut pause);
+                continue;
+            }
+        }
+        let next = loop {
+            match sys::create_pipe_instance(name, false) {
+                Ok(next) => break next,
+                Err(e) => ctx.acceptor_failed(e, &mut pause),
+            }
+            if ctx.stopped() {
+                return;
+            }
+        };
+        pause = Duration::ZERO;
+        let client = std::mem::replace(&mut spare, next);
+        ctx.start_handshake(sys::Stream::Pipe(client), None);
+    }
+}
+
+/// The server's handshake over a blocking stream, within the handshake
+/// deadline; returns the bytes read past its last message.
+fn handshake(stream: &sys::Stream, opts: &HandshakeOptions, key: &AuthKey) -> Result<Vec<u8>> {
+    let mut hs = opts.start(Role::Server, key)?;
+    let deadline = Instant::now().checked_add(opts.timeout);
+    let mut buf = vec![0u8; READ_AHEAD];
+    let mut early = Vec::new();
+    loop {
+        while !hs.output().is_empty() {
+            match stream.write_vectored(&[IoSlice::new(hs.output())]) {
+                Ok(n) => hs.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // A verdict the peer cannot read any more is no loss.
+                    let n = hs.output().len();
+                    hs.consume_output(n);
+                    if !matches!(hs.status(), Status::Failed(_)) {
+                        return Err(Error::Auth(AuthError::PeerClosed));
+                    }
+                }
+            }
+        }
+        match hs.status() {
+            Status::Done => return Ok(early),
+            Status::Failed(e) => return Err(Error::Auth(e.clone())),
+            Status::InProgress => {}
+        }
+        if !stream.wait(Interest::Readable, deadline)? {
+            return Err(Error::Auth(AuthError::TimedOut));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => hs.peer_closed(),
+            Ok(n) => {
+                let used = hs.feed(&buf[..n]);
+                early.extend_from_slice(&buf[used..n]);
+            }
+        }
+    }
+}
