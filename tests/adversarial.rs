@@ -1,6 +1,8 @@
 //! Hostile peers and faults: floods, descriptor exhaustion and leaks, peers
 //! that die or reset, SIGPIPE.
 
+#![cfg(unix)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -5,17 +5,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{KEY, unique_path, watchdog};
+#[cfg(unix)]
+use common::unique_path;
+use common::{KEY, watchdog};
 use hmac::{Hmac, KeyInit, Mac};
-use mpconn::{
-    Address, AddressError, AuthError, Client, Error, Family, Listener, ListenerOptions, Unverified,
-};
+use mpconn::{Address, AuthError, Client, Error, Listener, ListenerOptions, Unverified};
+#[cfg(unix)]
+use mpconn::{AddressError, Family};
 
 fn tcp_listener(key: &[u8]) -> Listener {
     Listener::bind("127.0.0.1:0", key).unwrap()
@@ -24,7 +25,7 @@ fn tcp_listener(key: &[u8]) -> Listener {
 fn addresses() -> Vec<Address> {
     vec![
         "127.0.0.1:0".parse().unwrap(),
-        Address::Unix(unique_path("auth")),
+        common::local_address("auth"),
     ]
 }
 
@@ -431,8 +432,10 @@ fn ipv6_and_host_names_work() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn unix_socket_files_are_private_and_cleaned_up() {
+    use std::os::unix::fs::PermissionsExt;
     let _w = watchdog(20);
     // SAFETY: umask only swaps the process's file-creation mask.
     let old = unsafe { libc::umask(0) };
@@ -447,6 +450,7 @@ fn unix_socket_files_are_private_and_cleaned_up() {
     assert!(!path.exists());
 }
 
+#[cfg(unix)]
 #[test]
 fn a_rebound_path_is_left_to_its_new_owner() {
     let _w = watchdog(20);
@@ -463,6 +467,7 @@ fn a_rebound_path_is_left_to_its_new_owner() {
     assert!(!path.exists());
 }
 
+#[cfg(unix)]
 #[test]
 fn stale_busy_and_long_paths_are_clear_errors() {
     let _w = watchdog(20);
@@ -500,6 +505,7 @@ fn stale_busy_and_long_paths_are_clear_errors() {
     ));
 }
 
+#[cfg(unix)]
 #[test]
 fn arbitrary_unix_addresses_serve_and_vanish() {
     let _w = watchdog(20);

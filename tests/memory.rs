@@ -1,6 +1,8 @@
 //! Peak heap use under lying lengths, measured with a counting allocator.
 //! Each test runs alone in a child process so that the peak is its own.
 
+#![cfg(unix)]
+
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,6 +1,6 @@
 //! Typed messages with real CPython peers through the pickle codec.
 
-#![cfg(feature = "pickle")]
+#![cfg(all(feature = "pickle", unix))]
 
 mod common;
 

@@ -2,15 +2,23 @@
 
 mod common;
 
+#[cfg(unix)]
 use std::io::Write;
+#[cfg(unix)]
 use std::os::fd::{AsFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
+#[cfg(unix)]
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{child_role, expect_success, spawn_child, watchdog};
-use mpconn::{Connection, Error, Unverified, pipe, pipe_simplex};
+use common::watchdog;
+#[cfg(unix)]
+use common::{child_role, expect_success, spawn_child};
+use mpconn::{Error, pipe, pipe_simplex};
+#[cfg(unix)]
+use mpconn::{Connection, Unverified};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,11 +236,13 @@ fn oversized_messages_are_refused_from_the_header() {
 }
 
 /// A connection whose peer is a raw socket the test writes bytes into.
+#[cfg(unix)]
 fn raw_peer() -> (UnixStream, Connection<Unverified>) {
     let (raw, ours) = UnixStream::pair().unwrap();
     (raw, Connection::from(OwnedFd::from(ours)))
 }
 
+#[cfg(unix)]
 #[test]
 fn eof_inside_a_frame_is_a_truncation_and_negative_lengths_are_errors() {
     let _w = watchdog(10);
@@ -273,6 +283,7 @@ fn eof_inside_a_frame_is_a_truncation_and_negative_lengths_are_errors() {
     assert_eq!(conn.recv_bytes().unwrap(), b"abc");
 }
 
+#[cfg(unix)]
 #[test]
 fn connections_are_send_and_descriptors_are_exposed() {
     fn assert_send<T: Send>() {}
@@ -284,6 +295,7 @@ fn connections_are_send_and_descriptors_are_exposed() {
     assert_eq!(a.as_fd().as_raw_fd(), a.as_raw_fd());
 }
 
+#[cfg(unix)]
 #[test]
 fn pipe_descriptors_are_close_on_exec() {
     let (a, _b) = pipe().unwrap();
@@ -293,6 +305,7 @@ fn pipe_descriptors_are_close_on_exec() {
     assert!(flags & libc::FD_CLOEXEC != 0);
 }
 
+#[cfg(unix)]
 #[test]
 fn signals_do_not_break_blocking_calls() {
     let _w = watchdog(20);
@@ -336,6 +349,7 @@ fn signals_do_not_break_blocking_calls() {
     assert!(waited >= Duration::from_millis(300), "{waited:?}");
 }
 
+#[cfg(unix)]
 #[test]
 fn pipes_work_across_processes() {
     if child_role().as_deref() == Some("echo") {
@@ -367,6 +381,7 @@ fn pipes_work_across_processes() {
     expect_success(child);
 }
 
+#[cfg(unix)]
 #[test]
 fn a_child_killed_mid_message_gives_a_prompt_truncation() {
     if child_role().as_deref() == Some("half") {
@@ -397,6 +412,7 @@ fn a_child_killed_mid_message_gives_a_prompt_truncation() {
     assert!(!child.wait().unwrap().success());
 }
 
+#[cfg(unix)]
 #[test]
 fn batches_put_the_same_bytes_on_the_wire_as_single_sends() {
     let _w = watchdog(20);

@@ -4,6 +4,8 @@
 //! Interpreters are looked up in pyenv (3.8 to 3.13). A missing one is
 //! reported and skipped, except under CI (`CI=true`), where it fails the run.
 
+#![cfg(unix)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -51,6 +51,22 @@ pub fn unique_path(tag: &str) -> PathBuf {
     dir.join(format!("{tag}.sock"))
 }
 
+/// A local address no other test uses: a Unix socket path, or a named
+/// pipe on Windows.
+pub fn local_address(tag: &str) -> mpconn::Address {
+    #[cfg(unix)]
+    return mpconn::Address::Unix(unique_path(tag));
+    #[cfg(windows)]
+    {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        mpconn::Address::Pipe(format!(
+            r"\\.\pipe\mpconn-test-{tag}-{}-{n}",
+            std::process::id()
+        ))
+    }
+}
+
 const ROLE_VAR: &str = "MPCONN_TEST_ROLE";
 
 /// The role this process was started in, if it is a child.
