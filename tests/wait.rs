@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{KEY, child_role, expect_success, spawn_child, unique_path, watchdog};
+use common::{KEY, child_role, expect_success, spawn_child, watchdog};
 use mpconn::{
     Client, Connection, Error, Listener, WaitSet, WaitSource, Waitable, pipe, pipe_simplex, wait,
 };
@@ -268,8 +268,7 @@ fn a_hundred_clients_times_ten_thousand_messages_lose_nothing() {
         return load_client_process();
     }
     let _w = watchdog(300);
-    let path = unique_path("load");
-    let listener = Listener::bind(&path, KEY).unwrap();
+    let listener = Listener::bind(common::local_address("load"), KEY).unwrap();
     let address = listener.address().to_string();
     let mut set = WaitSet::new().unwrap();
     set.insert(Slot::Listener(Box::new(listener))).unwrap();

@@ -399,6 +399,9 @@ impl Pipe {
     /// without its header. Blocks while the pipe's buffer is full, as a
     /// message pipe does until the reader takes the message.
     pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = 0;
         for b in bufs {
@@ -446,7 +449,7 @@ impl Pipe {
     }
 
     /// Cancels every read and write in flight on this pipe, from any thread:
-    /// `close()` uses it to wake blocked callers. Later reads see the end.
+    /// `close()` uses it to wake blocked callers. Later reads and writes fail.
     pub fn cancel_all(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
         // SAFETY: a null OVERLAPPED cancels all I/O on the handle, which is open.
