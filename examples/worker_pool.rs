@@ -169,7 +169,11 @@ impl Pool {
 
 fn coordinator(opts: &Options) -> AnyResult<()> {
     let start = Instant::now();
-    let family = if opts.tcp { Family::Tcp } else { Family::Unix };
+    let family = if opts.tcp {
+        Family::Tcp
+    } else {
+        Address::default_family()
+    };
     let key = AuthKey::generate()?;
     let rejected = Arc::new(AtomicUsize::new(0));
     let rejections = Arc::new(Mutex::new(Vec::new()));

@@ -90,7 +90,9 @@ pub(crate) fn connect(address: &Address, timeout: Option<Duration>) -> Result<cr
             }
         });
     }
-    Ok(crate::sys::Stream::from_socket(connect_socket(address, timeout)?)?)
+    Ok(crate::sys::Stream::from_socket(connect_socket(
+        address, timeout,
+    )?)?)
 }
 
 fn connect_socket(address: &Address, timeout: Option<Duration>) -> Result<Socket> {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use common::watchdog;
 #[cfg(unix)]
 use common::{child_role, expect_success, spawn_child};
-use mpconn::{Error, pipe, pipe_simplex};
 #[cfg(unix)]
 use mpconn::{Connection, Unverified};
+use mpconn::{Error, pipe, pipe_simplex};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,9 @@ use common::watchdog;
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join("examples").join("worker_pool");
+    let path = dir
+        .join("examples")
+        .join(format!("worker_pool{}", std::env::consts::EXE_SUFFIX));
     if !path.exists() {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--example", "worker_pool"])

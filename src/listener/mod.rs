@@ -444,4 +444,3 @@ impl<T: Trust> Iterator for Incoming<'_, T> {
         }
     }
 }
-

@@ -27,7 +27,8 @@ use crate::sys::{self, Event, Interest, Pipe};
 pub(super) struct Wake {
     state: Mutex<State>,
     changed: Condvar,
-    /// Signalled while a finished client waits in `ready`.
+    /// Signalled while a finished client waits in `ready`, or a failure
+    /// waits for the hook.
     ready_event: Event,
     /// Signalled by `close()`: the acceptor stops.
     stop: Event,
@@ -149,8 +150,10 @@ impl Engine {
         Ok((engine, shared, bound, cleanup))
     }
 
+    /// A client to hand out, or a failure for the hook.
     pub(super) fn has_ready(&self) -> bool {
-        !self.shared.wake.lock().ready.is_empty()
+        let state = self.shared.wake.lock();
+        !state.ready.is_empty() || !state.failures.is_empty()
     }
 
     /// Waits for a client that finished its handshake, until `deadline`.
@@ -159,13 +162,17 @@ impl Engine {
         let mut state = wake.lock();
         loop {
             self.failures.append(&mut state.failures);
+            if state.ready.is_empty() {
+                // Nothing left to hand out: reported failures were the work.
+                wake.ready_event.reset();
+            }
             if self.shared.closed.load(Ordering::SeqCst) {
                 state.ready.clear();
                 wake.ready_event.reset();
                 return Err(Error::Closed);
             }
             if let Some(accepted) = state.ready.pop_front() {
-                if state.ready.is_empty() {
+                if state.ready.is_empty() && state.failures.is_empty() {
                     wake.ready_event.reset();
                 }
                 self.last_accepted = accepted.peer.clone();
@@ -244,6 +251,8 @@ impl Context {
         if self.report_failures {
             let wake = &self.shared.wake;
             wake.lock().failures.push(HandshakeFailure { peer, error });
+            // A failure for the hook is work for try_accept(): wake wait().
+            wake.ready_event.set();
             wake.changed.notify_all();
         }
     }
@@ -283,8 +292,10 @@ impl Context {
                 }
             }
             Err(e) => {
-                wake.lock().pending -= 1;
+                // Counted before the slot frees, so that a client accepted
+                // after this one never sees stats without this failure.
                 self.report(peer, e);
+                wake.lock().pending -= 1;
             }
         }
         wake.changed.notify_all();

@@ -174,7 +174,7 @@ fn socket_handle(s: &Socket) -> HANDLE {
 /// arrives and takes nothing.
 fn probe_socket(s: &Socket) -> io::Result<Probe> {
     let mut op = Op::new()?;
-    let mut buf = WSABUF {
+    let buf = WSABUF {
         len: 0,
         buf: ptr::null_mut(),
     };
@@ -185,7 +185,7 @@ fn probe_socket(s: &Socket) -> io::Result<Probe> {
     let r = unsafe {
         WSARecv(
             s.as_raw_socket() as SOCKET,
-            &mut buf,
+            &buf,
             1,
             ptr::null_mut(),
             &mut flags,
@@ -206,7 +206,10 @@ fn finish_socket_probe(s: &Socket, mut op: Op) -> bool {
     if !signalled {
         op.cancel(socket_handle(s));
     }
-    !matches!(op.result(socket_handle(s)), Err((ERROR_OPERATION_ABORTED, _)))
+    !matches!(
+        op.result(socket_handle(s)),
+        Err((ERROR_OPERATION_ABORTED, _))
+    )
 }
 
 /// `WSAPoll` on one socket with a deadline; `false` on timeout.
@@ -394,7 +397,9 @@ impl Event {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: CreateEventW returned a handle we now own.
-        Ok(Event(unsafe { OwnedHandle::from_raw_handle(h as RawHandle) }))
+        Ok(Event(unsafe {
+            OwnedHandle::from_raw_handle(h as RawHandle)
+        }))
     }
 
     /// Signals the event.
@@ -424,7 +429,13 @@ impl Event {
 /// makes the listening socket non-blocking, as `WSAEventSelect` does).
 pub fn select_accept(listener: &Socket, event: &Event) -> io::Result<()> {
     // SAFETY: the socket and the event are open for the duration of the call.
-    let r = unsafe { WSAEventSelect(listener.as_raw_socket() as SOCKET, event.raw() as isize, FD_ACCEPT as i32) };
+    let r = unsafe {
+        WSAEventSelect(
+            listener.as_raw_socket() as SOCKET,
+            event.raw() as isize,
+            FD_ACCEPT as i32,
+        )
+    };
     if r == SOCKET_ERROR {
         return Err(io::Error::last_os_error());
     }

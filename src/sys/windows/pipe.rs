@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING,
-    ERROR_MORE_DATA, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError,
-    HANDLE, INVALID_HANDLE_VALUE, LocalFree, WAIT_ABANDONED_0, WAIT_FAILED, WAIT_OBJECT_0,
-    WAIT_TIMEOUT,
+    ERROR_MORE_DATA, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
+    ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError, HANDLE,
+    INVALID_HANDLE_VALUE, LocalFree, WAIT_ABANDONED_0, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -28,8 +27,8 @@ use windows_sys::Win32::Storage::FileSystem::{
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, NMPWAIT_WAIT_FOREVER,
-    PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_MESSAGE, PIPE_WAIT,
-    PeekNamedPipe, SetNamedPipeHandleState, WaitNamedPipeW,
+    PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_MESSAGE, PIPE_WAIT, PeekNamedPipe,
+    SetNamedPipeHandleState, WaitNamedPipeW,
 };
 use windows_sys::Win32::System::Threading::{CreateEventW, INFINITE, WaitForMultipleObjects};
 
@@ -155,7 +154,11 @@ impl Op {
         // SAFETY: `ov` stays alive (boxed, owned by self) until the operation
         // has completed, which GetOverlappedResult with bWait = TRUE waits for.
         let ok = unsafe { GetOverlappedResult(handle, &*self.ov, &mut n, 1) };
-        if ok != 0 { Ok(n) } else { Err((last_error(), n)) }
+        if ok != 0 {
+            Ok(n)
+        } else {
+            Err((last_error(), n))
+        }
     }
 }
 
@@ -588,8 +591,9 @@ impl Pipe {
     pub fn accept_client(&self, stop: HANDLE) -> io::Result<bool> {
         loop {
             // SAFETY: the OVERLAPPED passed in stays alive until completion.
-            let outcome =
-                self.overlapped_until(None, Some(stop), |ov| unsafe { ConnectNamedPipe(self.raw(), ov) })?;
+            let outcome = self.overlapped_until(None, Some(stop), |ov| unsafe {
+                ConnectNamedPipe(self.raw(), ov)
+            })?;
             match outcome {
                 Outcome::Done(_) | Outcome::Failed(ERROR_PIPE_CONNECTED, _) => return Ok(true),
                 Outcome::Failed(ERROR_NO_DATA, _) => {

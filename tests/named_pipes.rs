@@ -1,0 +1,280 @@
+//! Windows named pipes (run under Wine in CI): Listener and Client over
+//! `\\.\pipe\...` with the same handshake as the other transports, CPython's
+//! message framing, squatting, clients that leave before the accept, and
+//! `wait()` on pipes.
+
+#![cfg(windows)]
+
+mod common;
+
+use std::os::windows::io::AsRawHandle;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{KEY, local_address, watchdog};
+use mpconn::{Address, AddressError, AuthError, Client, Error, Listener, pipe, wait};
+
+fn pipe_name(address: &Address) -> &str {
+    match address {
+        Address::Pipe(name) => name,
+        other => panic!("not a pipe: {other}"),
+    }
+}
+
+#[test]
+fn authenticated_clients_exchange_typed_and_byte_messages() {
+    let _w = watchdog(60);
+    let listener = Listener::bind(local_address("auth"), KEY).unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || {
+        let mut conn = Client::connect(&address, KEY).unwrap();
+        conn.send(&("hello", 42u32)).unwrap();
+        let reply: Vec<u64> = conn.recv().unwrap();
+        assert_eq!(reply, [1, 2, 3]);
+        conn.send_bytes(b"").unwrap();
+        conn.send_bytes(b"last").unwrap();
+    });
+    let mut conn = listener.accept().unwrap();
+    let (text, n): (String, u32) = conn.recv().unwrap();
+    assert_eq!((text.as_str(), n), ("hello", 42));
+    conn.send(&vec![1u64, 2, 3]).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"");
+    assert_eq!(conn.recv_bytes().unwrap(), b"last");
+    client.join().unwrap();
+    assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
+    assert_eq!(listener.stats().accepted, 1);
+}
+
+#[test]
+fn wrong_keys_fail_on_both_sides_and_accept_goes_on() {
+    let _w = watchdog(60);
+    let listener = Listener::bind(local_address("wrong"), KEY).unwrap();
+    let address = listener.address().clone();
+    let impostor = thread::spawn(move || {
+        let err = Client::connect(&address, b"a-different-key-of-enough-length").unwrap_err();
+        assert!(matches!(err, Error::Auth(_)), "{err:?}");
+        let mut conn = Client::connect(&address, KEY).unwrap();
+        conn.send(&7u8).unwrap();
+    });
+    let mut conn = listener.accept().unwrap();
+    assert_eq!(conn.recv::<u8>().unwrap(), 7);
+    impostor.join().unwrap();
+    assert_eq!(listener.stats().failed_handshakes, 1);
+}
+
+#[test]
+fn messages_far_above_the_pipe_buffer_arrive_whole() {
+    let _w = watchdog(120);
+    let listener = Listener::bind(local_address("large"), KEY).unwrap();
+    let address = listener.address().clone();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sent = big.clone();
+    // A message pipe's write completes only as the reader takes the bytes,
+    // so the writer needs a thread of its own.
+    let writer = thread::spawn(move || {
+        let mut conn = Client::connect(&address, KEY).unwrap();
+        conn.send_bytes(&sent).unwrap();
+        conn.send_bytes(b"after").unwrap();
+        conn.recv_bytes().unwrap()
+    });
+    let mut conn = listener.accept().unwrap();
+    let got = conn.recv_bytes().unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "the large message came back different");
+    assert_eq!(conn.recv_bytes().unwrap(), b"after");
+    conn.send_bytes(&got[..70_000]).unwrap();
+    assert_eq!(writer.join().unwrap(), &big[..70_000]);
+}
+
+#[test]
+fn a_peer_that_goes_away_is_a_clean_end_of_stream() {
+    let _w = watchdog(30);
+    let (mut a, b) = pipe().unwrap();
+    drop(b);
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+
+    let listener = Listener::bind(local_address("eof"), KEY).unwrap();
+    let conn = Client::connect(listener.address(), KEY).unwrap();
+    let mut served = listener.accept().unwrap();
+    drop(conn);
+    assert!(matches!(served.recv_bytes(), Err(Error::Eof)));
+}
+
+#[test]
+fn a_second_listener_on_the_same_name_fails() {
+    let _w = watchdog(30);
+    let first = Listener::bind(local_address("squat"), KEY).unwrap();
+    let err = Listener::bind(first.address().clone(), KEY).unwrap_err();
+    assert!(
+        matches!(err, Error::Address(AddressError::InUse(_))),
+        "{err:?}"
+    );
+    // The first listener still serves.
+    let mut client = Client::connect(first.address(), KEY).unwrap();
+    let mut conn = first.accept().unwrap();
+    client.send(&1u8).unwrap();
+    assert_eq!(conn.recv::<u8>().unwrap(), 1);
+}
+
+#[test]
+fn a_name_squatted_before_the_listener_is_refused() {
+    let _w = watchdog(30);
+    // Someone else (here an unauthenticated listener) holds the name first.
+    let squatter = Listener::bind_unauthenticated(local_address("squatted")).unwrap();
+    let err = Listener::bind(squatter.address().clone(), KEY).unwrap_err();
+    assert!(
+        matches!(err, Error::Address(AddressError::InUse(_))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_client_that_leaves_before_accept_does_not_stop_the_listener() {
+    let _w = watchdog(60);
+    let listener = Listener::bind(local_address("leaver"), KEY).unwrap();
+    let name = pipe_name(listener.address()).to_string();
+    // Open the pipe and close it at once, before any handshake, several
+    // times; then a real client must still get through. Whether the
+    // acceptor sees a leaver as ERROR_NO_DATA (gone before ConnectNamedPipe
+    // ran) or as a handshake that ends at once depends on timing; neither
+    // may stop the accept loop.
+    for _ in 0..5 {
+        let raw = Client::builder()
+            .connect_unauthenticated(Address::Pipe(name.clone()))
+            .unwrap();
+        drop(raw);
+    }
+    let mut client = Client::connect(listener.address(), KEY).unwrap();
+    let mut conn = listener.accept_timeout(Duration::from_secs(20)).unwrap();
+    client.send(&"through").unwrap();
+    assert_eq!(conn.recv::<String>().unwrap(), "through");
+    let stats = listener.stats();
+    assert_eq!(stats.accepted, 1);
+    assert!(stats.failed_handshakes <= 5, "{stats:?}");
+}
+
+#[test]
+fn many_clients_at_once_never_find_the_pipe_busy() {
+    let _w = watchdog(120);
+    let listener = Listener::bind(local_address("busy"), KEY).unwrap();
+    let address = listener.address().clone();
+    let clients: Vec<_> = (0..16u32)
+        .map(|i| {
+            let address = address.clone();
+            thread::spawn(move || {
+                let mut conn = Client::connect(&address, KEY).unwrap();
+                conn.send(&i).unwrap();
+                conn.recv::<u32>().unwrap()
+            })
+        })
+        .collect();
+    for _ in 0..16 {
+        let mut conn = listener.accept().unwrap();
+        let i: u32 = conn.recv().unwrap();
+        conn.send(&(i * 10)).unwrap();
+    }
+    let mut answers: Vec<u32> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    answers.sort_unstable();
+    assert_eq!(answers, (0..16).map(|i| i * 10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_silent_client_fails_its_handshake_within_the_deadline() {
+    let _w = watchdog(30);
+    let listener = Listener::builder()
+        .handshake_timeout(Duration::from_millis(300))
+        .bind(local_address("silent"), KEY)
+        .unwrap();
+    let silent = Client::builder()
+        .connect_unauthenticated(listener.address())
+        .unwrap();
+    let started = Instant::now();
+    // The silent client does not hold up an honest one.
+    let mut honest = Client::connect(listener.address(), KEY).unwrap();
+    let mut conn = listener.accept().unwrap();
+    honest.send(&5u8).unwrap();
+    assert_eq!(conn.recv::<u8>().unwrap(), 5);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let err = Client::builder()
+        .handshake_timeout(Duration::from_millis(300))
+        .connect(listener.address(), b"")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Auth(AuthError::KeyTooShort { .. })),
+        "{err:?}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn wait_sees_pipes_listeners_and_empty_messages() {
+    let _w = watchdog(30);
+    let (a, mut b) = pipe().unwrap();
+    let (c, mut d) = pipe().unwrap();
+    let none = wait(&[&a, &c], Some(Duration::from_millis(100))).unwrap();
+    assert!(none.is_empty());
+    d.send_bytes(b"").unwrap();
+    assert_eq!(wait(&[&a, &c], Some(Duration::from_secs(5))).unwrap(), [1]);
+    // The probe may have taken the empty message; it must still arrive.
+    let mut c = c;
+    assert_eq!(c.recv_bytes().unwrap(), b"");
+    b.send_bytes(b"x").unwrap();
+    assert_eq!(wait(&[&a, &c], Some(Duration::from_secs(5))).unwrap(), [0]);
+
+    let listener = Listener::bind(local_address("wait"), KEY).unwrap();
+    assert!(
+        wait(&[&listener], Some(Duration::from_millis(100)))
+            .unwrap()
+            .is_empty()
+    );
+    let _client = Client::connect(listener.address(), KEY).unwrap();
+    assert_eq!(
+        wait(&[&listener], Some(Duration::from_secs(10))).unwrap(),
+        [0]
+    );
+    assert!(listener.try_accept().unwrap().is_some());
+}
+
+#[test]
+fn handles_are_exposed_and_unix_addresses_are_clear_errors() {
+    let (a, b) = pipe().unwrap();
+    assert_ne!(a.as_raw_handle(), b.as_raw_handle());
+    assert!(a.as_raw_socket().is_none());
+    let tcp = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let client = Client::connect(tcp.address(), KEY).unwrap();
+    assert!(client.as_raw_socket().is_some());
+    let err = Listener::bind("unix:/tmp/x.sock", KEY).unwrap_err();
+    assert!(
+        matches!(err, Error::Address(AddressError::Unsupported(_))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_client_gone_before_connect_named_pipe_is_skipped() {
+    let _w = watchdog(60);
+    // One handshake at a time: while a silent client holds it, the acceptor
+    // has made its spare instance but not yet called ConnectNamedPipe on it.
+    let listener = Listener::builder()
+        .max_pending_handshakes(1)
+        .handshake_timeout(Duration::from_millis(500))
+        .bind(local_address("nodata"), KEY)
+        .unwrap();
+    let silent = Client::builder()
+        .connect_unauthenticated(listener.address())
+        .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    // This client takes the spare instance and leaves: ConnectNamedPipe
+    // will find it gone (ERROR_NO_DATA).
+    let leaver = Client::builder()
+        .connect_unauthenticated(listener.address())
+        .unwrap();
+    drop(leaver);
+    let mut honest = Client::connect(listener.address(), KEY).unwrap();
+    let mut conn = listener.accept_timeout(Duration::from_secs(20)).unwrap();
+    honest.send(&9u8).unwrap();
+    assert_eq!(conn.recv::<u8>().unwrap(), 9);
+    // Only the silent client failed a handshake; the leaver never had one.
+    assert_eq!(listener.stats().failed_handshakes, 1);
+    drop(silent);
+}
