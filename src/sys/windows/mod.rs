@@ -116,13 +116,15 @@ impl Stream {
     /// Linux's TCP_QUICKACK has no Windows counterpart.
     pub fn quick_ack(&self) {}
 
-    /// Shuts down one or both directions. On a pipe, shutting down reading
-    /// wakes blocked readers; the peer sees the end when the handle closes.
+    /// Shuts down one or both directions. On a pipe, only `Both` does
+    /// anything: it fails blocked and later reads and writes (`close()`);
+    /// the peer sees the end when the handle closes. One direction of a
+    /// simplex pair is refused by the connection itself.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Socket(s) => s.shutdown(how),
             Stream::Pipe(p) => {
-                if how != Shutdown::Write {
+                if how == Shutdown::Both {
                     p.cancel_all();
                 }
                 Ok(())
