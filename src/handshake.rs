@@ -84,7 +84,12 @@ impl HandshakeOptions {
     ) -> Result<Connection<Authenticated>> {
         let mut hs = self.start(role, key)?;
         let deadline = Instant::now().checked_add(self.timeout);
+        // Handshake messages are small: a peer that sends a large one must
+        // not make a named pipe buffer it.
+        let max = conn.receiver()?.max_message();
+        conn.endpoint().stream().set_read_limit(READ_AHEAD as u64);
         drive_blocking(&mut conn, &mut hs, deadline)?;
+        conn.endpoint().stream().set_read_limit(max);
         Ok(conn.into_authenticated())
     }
 }

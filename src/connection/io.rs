@@ -204,6 +204,7 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     pub(crate) fn new(endpoint: Arc<Endpoint>, max_message: u64) -> Self {
+        endpoint.stream().set_read_limit(max_message);
         Receiver {
             endpoint,
             reader: FrameReader::new(max_message),
@@ -232,6 +233,7 @@ impl Receiver {
     }
 
     pub(crate) fn set_max_message(&mut self, max: u64) {
+        self.endpoint.stream().set_read_limit(max);
         self.reader.set_max_message(max);
     }
 

@@ -374,6 +374,9 @@ fn accept_pipes(name: &str, mut spare: Pipe, ctx: &Context) {
 /// deadline; returns the bytes read past its last message.
 fn handshake(stream: &sys::Stream, opts: &HandshakeOptions, key: &AuthKey) -> Result<Vec<u8>> {
     let mut hs = opts.start(Role::Server, key)?;
+    // Handshake messages are small: a client that sends a large one must
+    // not make a named pipe buffer it.
+    stream.set_read_limit(READ_AHEAD as u64);
     let deadline = Instant::now().checked_add(opts.timeout);
     let mut buf = vec![0u8; READ_AHEAD];
     let mut early = Vec::new();

@@ -98,6 +98,11 @@ impl Stream {
         }
     }
 
+    /// The largest message the connection reads. Sockets carry the length
+    /// header itself, which the frame reader checks before reading a
+    /// payload, so there is nothing to do here.
+    pub fn set_read_limit(&self, _limit: u64) {}
+
     /// Shuts down one or both directions.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.0.shutdown(how)

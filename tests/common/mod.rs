@@ -83,6 +83,17 @@ pub fn spawn_child(test: &str, role: &str, stdin: Stdio, envs: &[(&str, &str)]) 
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    // Wine now and then fails a process creation with ERROR_INTERNAL_ERROR
+    // (1359) while the machine is busy (seen in the load test); a second
+    // attempt succeeds. Windows itself gets one attempt, like Unix.
+    let attempts = if cfg!(windows) { 5 } else { 1 };
+    for _ in 1..attempts {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(1359) => thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("starting a child: {e}"),
+        }
+    }
     cmd.spawn().unwrap()
 }
 

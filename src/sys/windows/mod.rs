@@ -132,6 +132,15 @@ impl Stream {
         }
     }
 
+    /// The largest message to read. A pipe refuses a longer one without
+    /// reading it (it synthesises only the header, which the frame reader
+    /// rejects); sockets carry their header, which the frame reader checks.
+    pub fn set_read_limit(&self, limit: u64) {
+        if let Stream::Pipe(p) = self {
+            p.set_read_limit(limit);
+        }
+    }
+
     /// The socket, for a TCP stream.
     pub fn as_socket(&self) -> Option<&Socket> {
         match self {

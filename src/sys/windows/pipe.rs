@@ -7,7 +7,7 @@ use std::io::{self, IoSlice};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use windows_sys::Win32::Foundation::{
@@ -34,6 +34,10 @@ use windows_sys::Win32::System::Threading::{CreateEventW, INFINITE, WaitForMulti
 
 const BUFSIZE: u32 = 64 * 1024;
 
+/// The read limit until a connection sets its own: the handshake's largest
+/// message, with room to spare.
+const DEFAULT_READ_LIMIT: u64 = 4096;
+
 /// Only the pipe's owner (its creator) gets access.
 const OWNER_ONLY: &str = "D:P(A;;GA;;;OW)";
 
@@ -52,8 +56,10 @@ pub struct Pipe {
     handle: OwnedHandle,
     rx: Mutex<Rx>,
     tx: Mutex<Vec<u8>>,
-    /// Set by `cancel_all`: no new reads start.
+    /// Set by `cancel_all`: no new reads or writes start.
     cancelled: AtomicBool,
+    /// The largest message read; see `set_read_limit`.
+    limit: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -65,21 +71,31 @@ struct Rx {
     eof: bool,
 }
 
+/// Room kept in front of a message's payload for its header: 4 bytes, or
+/// 12 above 2 GiB (CPython's framing).
+const HEADER_ROOM: usize = 12;
+
 impl Rx {
-    /// Appends one message with its header (4 bytes, or 12 above 2 GiB).
-    fn push_message(&mut self, msg: &[u8]) {
-        if self.pos == self.framed.len() {
+    /// Appends an empty message (one a readiness probe took).
+    fn push_empty_message(&mut self) {
+        if self.buffered().is_empty() {
             self.framed.clear();
             self.pos = 0;
         }
-        let len = msg.len() as u64;
+        self.framed.extend_from_slice(&0u32.to_be_bytes());
+    }
+
+    /// Writes the header of a `len`-byte message into the room in front of
+    /// its payload, and starts the buffered bytes at the header.
+    fn write_header(&mut self, len: u64) {
         if len <= 0x7fff_ffff {
-            self.framed.extend_from_slice(&(len as u32).to_be_bytes());
+            self.framed[8..12].copy_from_slice(&(len as u32).to_be_bytes());
+            self.pos = 8;
         } else {
-            self.framed.extend_from_slice(&(-1i32).to_be_bytes());
-            self.framed.extend_from_slice(&len.to_be_bytes());
+            self.framed[..4].copy_from_slice(&(-1i32).to_be_bytes());
+            self.framed[4..12].copy_from_slice(&len.to_be_bytes());
+            self.pos = 0;
         }
-        self.framed.extend_from_slice(msg);
     }
 
     fn buffered(&self) -> &[u8] {
@@ -288,7 +304,7 @@ impl Pipe {
         match result {
             // A zero-byte read that succeeded took an empty message.
             Ok(_) => {
-                rx.push_message(&[]);
+                rx.push_empty_message();
                 true
             }
             Err((ERROR_MORE_DATA, _)) => true,
@@ -306,70 +322,104 @@ impl Pipe {
         self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads one whole pipe message; `None` at end of stream.
-    fn read_message(&self, deadline: Option<Instant>) -> io::Result<Option<Vec<u8>>> {
-        let mut msg = vec![0u8; BUFSIZE as usize];
+    /// Reads the next pipe message into the drained `rx`, framed: its
+    /// payload behind room for a header, which is written in place once the
+    /// length is known. `false` on timeout.
+    ///
+    /// A message longer than the read limit is not read: `rx` gets only a
+    /// header with its length, which the frame reader refuses
+    /// (`MessageTooLarge`, the stream is then unusable), so a peer cannot
+    /// make us buffer more than the limit.
+    fn fill(&self, rx: &mut Rx, deadline: Option<Instant>) -> io::Result<bool> {
+        if !rx.buffered().is_empty() || rx.eof {
+            return Ok(true);
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        if rx.framed.capacity() > 4 * BUFSIZE as usize {
+            // A large message is gone: do not keep its buffer.
+            rx.framed = Vec::new();
+        }
+        rx.framed.clear();
+        rx.framed.resize(HEADER_ROOM + BUFSIZE as usize, 0);
         let mut got = 0usize;
         loop {
             if self.cancelled.load(Ordering::SeqCst) {
+                rx.framed.clear();
                 return Err(io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32));
             }
-            let room = (msg.len() - got).min(u32::MAX as usize) as u32;
-            let buf = msg[got..].as_mut_ptr();
-            // SAFETY: `buf` points to `room` writable bytes of `msg`, which
-            // outlives the operation (overlapped() waits for completion).
+            let at = HEADER_ROOM + got;
+            let room = (rx.framed.len() - at).min(u32::MAX as usize) as u32;
+            let buf = rx.framed[at..].as_mut_ptr();
+            // SAFETY: `buf` points to `room` writable bytes of rx.framed, which
+            // is neither moved nor resized until the operation has completed
+            // (overlapped() waits for that).
             let outcome = self.overlapped(deadline, |ov| unsafe {
                 ReadFile(self.raw(), buf, room, ptr::null_mut(), ov)
-            })?;
+            });
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    rx.framed.clear();
+                    return Err(e);
+                }
+            };
             match outcome {
                 Outcome::Done(n) => {
-                    msg.truncate(got + n as usize);
-                    return Ok(Some(msg));
+                    got += n as usize;
+                    rx.framed.truncate(HEADER_ROOM + got);
+                    rx.write_header(got as u64);
+                    return Ok(true);
                 }
                 Outcome::Failed(ERROR_MORE_DATA, n) => {
                     got += n as usize;
-                    let mut left = 0u32;
-                    // SAFETY: only the out-parameter for the bytes left is passed.
-                    unsafe {
-                        PeekNamedPipe(
-                            self.raw(),
-                            ptr::null_mut(),
-                            0,
-                            ptr::null_mut(),
-                            ptr::null_mut(),
-                            &mut left,
-                        )
-                    };
-                    msg.resize(got + (left as usize).max(1), 0);
+                    let left = self.left_in_message().max(1);
+                    let total = got as u64 + u64::from(left);
+                    if total > limit {
+                        rx.framed.truncate(HEADER_ROOM);
+                        rx.write_header(total);
+                        return Ok(true);
+                    }
+                    rx.framed.resize(HEADER_ROOM + got + left as usize, 0);
                 }
                 Outcome::Failed(ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED, _) => {
-                    return Ok(None);
+                    rx.framed.clear();
+                    rx.eof = true;
+                    return Ok(true);
                 }
-                Outcome::Failed(e, _) => return Err(io::Error::from_raw_os_error(e as i32)),
-                Outcome::TimedOut if got == 0 => return Err(io::ErrorKind::TimedOut.into()),
+                Outcome::Failed(e, _) => {
+                    rx.framed.clear();
+                    return Err(io::Error::from_raw_os_error(e as i32));
+                }
+                Outcome::TimedOut if got == 0 => {
+                    rx.framed.clear();
+                    return Ok(false);
+                }
                 // The rest of a started message is already in the pipe.
-                Outcome::TimedOut => continue,
+                Outcome::TimedOut => {}
             }
         }
     }
 
-    /// Makes sure a message (or the end) is buffered; `false` on timeout.
-    fn fill(&self, rx: &mut Rx, deadline: Option<Instant>) -> io::Result<bool> {
-        if rx.pos < rx.framed.len() || rx.eof {
-            return Ok(true);
-        }
-        match self.read_message(deadline) {
-            Ok(Some(msg)) => {
-                rx.push_message(&msg);
-                Ok(true)
-            }
-            Ok(None) => {
-                rx.eof = true;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(false),
-            Err(e) => Err(e),
-        }
+    /// The bytes of the current message still in the pipe.
+    fn left_in_message(&self) -> u32 {
+        let mut left = 0u32;
+        // SAFETY: only the out-parameter for the bytes left is passed.
+        unsafe {
+            PeekNamedPipe(
+                self.raw(),
+                ptr::null_mut(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                &mut left,
+            )
+        };
+        left
+    }
+
+    /// The largest message this end reads; longer ones are refused unread.
+    pub fn set_read_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Framed bytes of the next message; `Ok(0)` at end of stream.
@@ -581,6 +631,7 @@ impl Pipe {
             rx: Mutex::new(Rx::default()),
             tx: Mutex::new(Vec::new()),
             cancelled: AtomicBool::new(false),
+            limit: AtomicU64::new(DEFAULT_READ_LIMIT),
         }
     }
 
