@@ -278,3 +278,44 @@ fn a_client_gone_before_connect_named_pipe_is_skipped() {
     assert_eq!(listener.stats().failed_handshakes, 1);
     drop(silent);
 }
+
+#[test]
+fn messages_above_the_limit_are_refused_without_being_read() {
+    let _w = watchdog(60);
+    let (mut small, mut peer) = pipe().unwrap();
+    small.set_max_message_size(1000);
+    // The write of a message larger than the pipe's buffer completes only
+    // when it is read, which never happens: it fails once we let go.
+    let writer = thread::spawn(move || {
+        let sent = peer.send_bytes(&vec![7u8; 300_000]);
+        (sent, peer)
+    });
+    let err = small.recv_bytes().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::MessageTooLarge {
+                len: 300_000,
+                max: 1000
+            }
+        ),
+        "{err:?}"
+    );
+    drop(small);
+    let (sent, _peer) = writer.join().unwrap();
+    assert!(sent.is_err());
+
+    // A first message of 10 MB from an unauthenticated client ends its
+    // handshake, without the listener reading it, and the listener goes on.
+    let listener = Listener::bind(local_address("bomb"), KEY).unwrap();
+    let address = listener.address().clone();
+    let bomber = thread::spawn(move || {
+        let mut raw = Client::builder().connect_unauthenticated(&address).unwrap();
+        let _ = raw.send_bytes(&vec![0u8; 10_000_000]);
+    });
+    let mut honest = Client::connect(listener.address(), KEY).unwrap();
+    let mut conn = listener.accept_timeout(Duration::from_secs(20)).unwrap();
+    honest.send(&3u8).unwrap();
+    assert_eq!(conn.recv::<u8>().unwrap(), 3);
+    bomber.join().unwrap();
+}

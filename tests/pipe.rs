@@ -458,7 +458,7 @@ fn batches_put_the_same_bytes_on_the_wire_as_single_sends() {
 
 #[test]
 fn batches_deliver_in_order_and_report_errors_on_flush() {
-    let _w = watchdog(20);
+    let _w = watchdog(60);
     let (mut a, mut b) = pipe().unwrap();
     let reader = thread::spawn(move || {
         for i in 0..100_000u32 {

@@ -84,8 +84,9 @@ pub fn spawn_child(test: &str, role: &str, stdin: Stdio, envs: &[(&str, &str)]) 
         cmd.env(k, v);
     }
     // Wine now and then fails a process creation with ERROR_INTERNAL_ERROR
-    // (1359) while the machine is busy (seen in the load test); a second
-    // attempt succeeds. Windows itself gets one attempt, like Unix.
+    // (1359) while the machine is busy (seen in the load test), and a
+    // second attempt succeeds; the Windows tests run under Wine, so they
+    // get a few attempts for that error only.
     let attempts = if cfg!(windows) { 5 } else { 1 };
     for _ in 1..attempts {
         match cmd.spawn() {

@@ -55,7 +55,7 @@ fn last_error() -> u32 {
 pub struct Pipe {
     handle: OwnedHandle,
     rx: Mutex<Rx>,
-    tx: Mutex<Vec<u8>>,
+    tx: Mutex<Tx>,
     /// Set by `cancel_all`: no new reads or writes start.
     cancelled: AtomicBool,
     /// The largest message read; see `set_read_limit`.
@@ -69,6 +69,16 @@ struct Rx {
     pos: usize,
     /// The peer closed its end.
     eof: bool,
+    /// The reads' overlapped state, kept from one read to the next.
+    op: Option<Op>,
+}
+
+/// The write side: bytes of an incomplete frame, and the writes' overlapped
+/// state.
+#[derive(Debug, Default)]
+struct Tx {
+    buf: Vec<u8>,
+    op: Option<Op>,
 }
 
 /// Room kept in front of a message's payload for its header: 4 bytes, or
@@ -99,7 +109,7 @@ impl Rx {
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.framed[self.pos..]
+        self.framed.get(self.pos..).unwrap_or_default()
     }
 }
 
@@ -145,6 +155,18 @@ impl Op {
             event,
             byte: Box::new([0]),
         })
+    }
+
+    /// Makes the op ready for its next operation: a zeroed OVERLAPPED with
+    /// the same event (ReadFile, WriteFile and ConnectNamedPipe reset the
+    /// event when they start).
+    fn prepare(&mut self) {
+        let event = self.ov.hEvent;
+        // SAFETY: OVERLAPPED is plain data; all zero is its documented start
+        // state, and no operation is in flight on it (every use waits for
+        // completion).
+        *self.ov = unsafe { std::mem::zeroed() };
+        self.ov.hEvent = event;
     }
 
     pub fn ov_mut(&mut self) -> *mut OVERLAPPED {
@@ -223,35 +245,32 @@ impl Pipe {
         self.handle.as_raw_handle() as HANDLE
     }
 
-    /// Runs one overlapped operation to its end or its deadline.
+    /// Runs one overlapped operation to its end, its deadline, or until
+    /// `stop` (an event) is signalled; the last two give `TimedOut`. `op`
+    /// is reused from call to call: one event per direction, not one per
+    /// message.
     fn overlapped(
         &self,
-        deadline: Option<Instant>,
-        start: impl FnOnce(*mut OVERLAPPED) -> i32,
-    ) -> io::Result<Outcome> {
-        self.overlapped_until(deadline, None, start)
-    }
-
-    /// Runs one overlapped operation to its end, its deadline, or until
-    /// `stop` (an event) is signalled; the last two give `TimedOut`.
-    fn overlapped_until(
-        &self,
+        op: &mut Op,
         deadline: Option<Instant>,
         stop: Option<HANDLE>,
         start: impl FnOnce(*mut OVERLAPPED) -> i32,
     ) -> io::Result<Outcome> {
-        let mut op = Op::new()?;
-        if start(op.ov_mut()) == 0 {
+        op.prepare();
+        let finished = if start(op.ov_mut()) != 0 {
+            // Completed at once: no need to wait on the event.
+            true
+        } else {
             let e = last_error();
             if e != ERROR_IO_PENDING {
                 // A synchronous ERROR_MORE_DATA has still moved bytes: the
                 // OVERLAPPED holds how many.
                 return Ok(Outcome::Failed(e, op.ov.InternalHigh as u32));
             }
-        }
-        let mut handles = vec![op.event()];
-        handles.extend(stop);
-        let finished = wait_any(&handles, deadline)? == Some(0);
+            let mut handles = vec![op.event()];
+            handles.extend(stop);
+            wait_any(&handles, deadline)? == Some(0)
+        };
         if !finished {
             op.cancel(self.raw());
         }
@@ -334,44 +353,56 @@ impl Pipe {
         if !rx.buffered().is_empty() || rx.eof {
             return Ok(true);
         }
+        let mut op = match rx.op.take() {
+            Some(op) => op,
+            None => Op::new()?,
+        };
+        let result = self.fill_with(rx, &mut op, deadline);
+        rx.op = Some(op);
+        if !matches!(result, Ok(true)) {
+            rx.framed.clear();
+            rx.pos = 0;
+        }
+        result
+    }
+
+    fn fill_with(&self, rx: &mut Rx, op: &mut Op, deadline: Option<Instant>) -> io::Result<bool> {
         let limit = self.limit.load(Ordering::Relaxed);
         if rx.framed.capacity() > 4 * BUFSIZE as usize {
             // A large message is gone: do not keep its buffer.
             rx.framed = Vec::new();
         }
         rx.framed.clear();
-        rx.framed.resize(HEADER_ROOM + BUFSIZE as usize, 0);
-        let mut got = 0usize;
+        rx.pos = 0;
+        rx.framed.resize(HEADER_ROOM, 0);
+        rx.framed.reserve(BUFSIZE as usize);
         loop {
             if self.cancelled.load(Ordering::SeqCst) {
-                rx.framed.clear();
                 return Err(io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32));
             }
-            let at = HEADER_ROOM + got;
-            let room = (rx.framed.len() - at).min(u32::MAX as usize) as u32;
-            let buf = rx.framed[at..].as_mut_ptr();
-            // SAFETY: `buf` points to `room` writable bytes of rx.framed, which
-            // is neither moved nor resized until the operation has completed
-            // (overlapped() waits for that).
-            let outcome = self.overlapped(deadline, |ov| unsafe {
+            let len = rx.framed.len();
+            let room = (rx.framed.capacity() - len).min(u32::MAX as usize) as u32;
+            let buf = rx.framed.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            // SAFETY: `buf` points to the `room` bytes of spare capacity of
+            // rx.framed, which is neither moved nor resized until the
+            // operation has completed (overlapped() waits for that).
+            let outcome = self.overlapped(op, deadline, None, |ov| unsafe {
                 ReadFile(self.raw(), buf, room, ptr::null_mut(), ov)
-            });
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    rx.framed.clear();
-                    return Err(e);
-                }
+            })?;
+            let moved = match outcome {
+                Outcome::Done(n) | Outcome::Failed(ERROR_MORE_DATA, n) => n as usize,
+                _ => 0,
             };
+            // SAFETY: the read wrote `moved` <= `room` bytes at the start of
+            // the spare capacity, so they are initialised and in bounds.
+            unsafe { rx.framed.set_len(len + moved) };
+            let got = rx.framed.len() - HEADER_ROOM;
             match outcome {
-                Outcome::Done(n) => {
-                    got += n as usize;
-                    rx.framed.truncate(HEADER_ROOM + got);
+                Outcome::Done(_) => {
                     rx.write_header(got as u64);
                     return Ok(true);
                 }
-                Outcome::Failed(ERROR_MORE_DATA, n) => {
-                    got += n as usize;
+                Outcome::Failed(ERROR_MORE_DATA, _) => {
                     let left = self.left_in_message().max(1);
                     let total = got as u64 + u64::from(left);
                     if total > limit {
@@ -379,21 +410,15 @@ impl Pipe {
                         rx.write_header(total);
                         return Ok(true);
                     }
-                    rx.framed.resize(HEADER_ROOM + got + left as usize, 0);
+                    rx.framed.reserve(left as usize);
                 }
                 Outcome::Failed(ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED, _) => {
                     rx.framed.clear();
                     rx.eof = true;
                     return Ok(true);
                 }
-                Outcome::Failed(e, _) => {
-                    rx.framed.clear();
-                    return Err(io::Error::from_raw_os_error(e as i32));
-                }
-                Outcome::TimedOut if got == 0 => {
-                    rx.framed.clear();
-                    return Ok(false);
-                }
+                Outcome::Failed(e, _) => return Err(io::Error::from_raw_os_error(e as i32)),
+                Outcome::TimedOut if got == 0 => return Ok(false),
                 // The rest of a started message is already in the pipe.
                 Outcome::TimedOut => {}
             }
@@ -455,7 +480,12 @@ impl Pipe {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Tx { buf: tx, op } = &mut *guard;
+        let op = match op {
+            Some(op) => op,
+            None => op.insert(Op::new()?),
+        };
         let mut total = 0;
         for b in bufs {
             tx.extend_from_slice(b);
@@ -478,17 +508,18 @@ impl Pipe {
             let payload = tx[at + hlen..].as_ptr();
             // SAFETY: `payload` points to `len` bytes of `tx`, which is locked
             // and unchanged until the operation completes.
-            let outcome = self.overlapped(None, |ov| unsafe {
+            let outcome = self.overlapped(op, None, None, |ov| unsafe {
                 WriteFile(self.raw(), payload, len32, ptr::null_mut(), ov)
-            })?;
+            });
             match outcome {
-                Outcome::Done(n) if n == len32 => at += hlen + len,
-                Outcome::Done(_) => break Err(io::ErrorKind::WriteZero.into()),
-                Outcome::Failed(ERROR_NO_DATA | ERROR_BROKEN_PIPE, _) => {
+                Ok(Outcome::Done(n)) if n == len32 => at += hlen + len,
+                Ok(Outcome::Done(_)) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(Outcome::Failed(ERROR_NO_DATA | ERROR_BROKEN_PIPE, _)) => {
                     break Err(io::ErrorKind::BrokenPipe.into());
                 }
-                Outcome::Failed(e, _) => break Err(io::Error::from_raw_os_error(e as i32)),
-                Outcome::TimedOut => break Err(io::ErrorKind::TimedOut.into()),
+                Ok(Outcome::Failed(e, _)) => break Err(io::Error::from_raw_os_error(e as i32)),
+                Ok(Outcome::TimedOut) => break Err(io::ErrorKind::TimedOut.into()),
+                Err(e) => break Err(e),
             }
         };
         match result {
@@ -629,7 +660,7 @@ impl Pipe {
         Pipe {
             handle,
             rx: Mutex::new(Rx::default()),
-            tx: Mutex::new(Vec::new()),
+            tx: Mutex::new(Tx::default()),
             cancelled: AtomicBool::new(false),
             limit: AtomicU64::new(DEFAULT_READ_LIMIT),
         }
@@ -641,8 +672,9 @@ impl Pipe {
     /// the wait goes on, on the same instance.
     pub fn accept_client(&self, stop: HANDLE) -> io::Result<bool> {
         loop {
+            let mut op = Op::new()?;
             // SAFETY: the OVERLAPPED passed in stays alive until completion.
-            let outcome = self.overlapped_until(None, Some(stop), |ov| unsafe {
+            let outcome = self.overlapped(&mut op, None, Some(stop), |ov| unsafe {
                 ConnectNamedPipe(self.raw(), ov)
             })?;
             match outcome {
