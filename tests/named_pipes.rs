@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::os::windows::io::AsRawHandle;
+use std::os::windows::io::{AsRawHandle, AsRawSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -239,10 +239,17 @@ fn wait_sees_pipes_listeners_and_empty_messages() {
 fn handles_are_exposed_and_unix_addresses_are_clear_errors() {
     let (a, b) = pipe().unwrap();
     assert_ne!(a.as_raw_handle(), b.as_raw_handle());
-    assert!(a.as_raw_socket().is_none());
+    assert_eq!(
+        a.as_pipe_handle().unwrap().as_raw_handle(),
+        a.as_raw_handle()
+    );
+    assert!(a.as_raw_socket().is_none() && a.as_socket().is_none());
     let tcp = Listener::bind("127.0.0.1:0", KEY).unwrap();
     let client = Client::connect(tcp.address(), KEY).unwrap();
-    assert!(client.as_raw_socket().is_some());
+    let socket = client.as_raw_socket().unwrap();
+    assert_eq!(client.as_socket().unwrap().as_raw_socket(), socket);
+    assert_eq!(client.as_raw_handle() as u64, socket);
+    assert!(client.as_pipe_handle().is_none());
     let err = Listener::bind("unix:/tmp/x.sock", KEY).unwrap_err();
     assert!(
         matches!(err, Error::Address(AddressError::Unsupported(_))),

@@ -460,7 +460,9 @@ mod unix {
 
 #[cfg(windows)]
 mod windows {
-    use std::os::windows::io::{AsRawHandle, RawHandle};
+    use std::os::windows::io::{
+        AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, RawHandle, RawSocket,
+    };
 
     use super::{Connection, Trust};
 
@@ -474,12 +476,21 @@ mod windows {
 
     impl<T: Trust> Connection<T> {
         /// The socket of a TCP connection; `None` for a named pipe.
-        pub fn as_raw_socket(&self) -> Option<std::os::windows::io::RawSocket> {
-            use std::os::windows::io::AsRawSocket;
+        pub fn as_raw_socket(&self) -> Option<RawSocket> {
+            self.as_socket().map(|s| s.as_raw_socket())
+        }
+
+        /// The socket of a TCP connection, borrowed; `None` for a named pipe.
+        pub fn as_socket(&self) -> Option<BorrowedSocket<'_>> {
             self.endpoint()
                 .stream()
                 .as_socket()
-                .map(AsRawSocket::as_raw_socket)
+                .map(AsSocket::as_socket)
+        }
+
+        /// The handle of a named-pipe connection, borrowed; `None` for TCP.
+        pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
+            self.endpoint().stream().as_pipe_handle()
         }
     }
 }

@@ -149,6 +149,14 @@ impl Stream {
         }
     }
 
+    /// The pipe's handle, for a named pipe.
+    pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
+        match self {
+            Stream::Socket(_) => None,
+            Stream::Pipe(p) => Some(p.handle().as_handle()),
+        }
+    }
+
     /// Starts a readiness probe for `wait_readable`.
     fn probe(&self) -> io::Result<Probe> {
         match self {
