@@ -221,8 +221,7 @@ fn probe_socket(s: &Socket) -> io::Result<Probe> {
 }
 
 fn finish_socket_probe(s: &Socket, mut op: Op) -> bool {
-    let signalled = wait_any(&[op.event()], Some(Instant::now())).ok() == Some(Some(0));
-    if !signalled {
+    if !op.is_complete() {
         op.cancel(socket_handle(s));
     }
     !matches!(

@@ -14,7 +14,8 @@ use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING,
     ERROR_MORE_DATA, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
     ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError, HANDLE,
-    INVALID_HANDLE_VALUE, LocalFree, WAIT_ABANDONED_0, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    INVALID_HANDLE_VALUE, LocalFree, STATUS_PENDING, WAIT_ABANDONED_0, WAIT_FAILED, WAIT_OBJECT_0,
+    WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -60,6 +61,8 @@ pub struct Pipe {
     cancelled: AtomicBool,
     /// The largest message read; see `set_read_limit`.
     limit: AtomicU64,
+    /// The overlapped state of readiness probes, kept between them.
+    probe_op: Mutex<Option<Op>>,
 }
 
 #[derive(Debug, Default)]
@@ -160,7 +163,7 @@ impl Op {
     /// Makes the op ready for its next operation: a zeroed OVERLAPPED with
     /// the same event (ReadFile, WriteFile and ConnectNamedPipe reset the
     /// event when they start).
-    fn prepare(&mut self) {
+    pub fn prepare(&mut self) {
         let event = self.ov.hEvent;
         // SAFETY: OVERLAPPED is plain data; all zero is its documented start
         // state, and no operation is in flight on it (every use waits for
@@ -169,6 +172,7 @@ impl Op {
         self.ov.hEvent = event;
     }
 
+    /// The OVERLAPPED, to start an operation with.
     pub fn ov_mut(&mut self) -> *mut OVERLAPPED {
         &mut *self.ov
     }
@@ -176,6 +180,15 @@ impl Op {
     /// The event the operation signals when it completes.
     pub fn event(&self) -> HANDLE {
         self.event.as_raw_handle() as HANDLE
+    }
+
+    /// Whether the operation has ended, read from the OVERLAPPED without a
+    /// system call (the `HasOverlappedIoCompleted` macro).
+    pub fn is_complete(&self) -> bool {
+        // SAFETY: `ov` is a live, aligned OVERLAPPED; the kernel may update
+        // Internal concurrently, hence the volatile read, as the macro does.
+        let internal = unsafe { ptr::read_volatile(&raw const self.ov.Internal) };
+        internal != STATUS_PENDING as usize
     }
 
     /// Asks the kernel to cancel the operation (it may complete anyway).
@@ -290,7 +303,16 @@ impl Pipe {
         if rx.pos < rx.framed.len() || rx.eof {
             return Ok(Probe::Ready);
         }
-        let mut op = Op::new()?;
+        let cached = self
+            .probe_op
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut op = match cached {
+            Some(op) => op,
+            None => Op::new()?,
+        };
+        op.prepare();
         let buf = op.byte.as_mut_ptr();
         // SAFETY: the zero-byte read writes nothing into `buf`, which lives
         // in the boxed op anyway; the OVERLAPPED stays put in its box until
@@ -301,6 +323,7 @@ impl Pipe {
         if e == ERROR_IO_PENDING {
             return Ok(Probe::Pending(op));
         }
+        self.keep_probe_op(op);
         // Done at once: an empty message was taken, or a message or the end
         // is waiting, or an error the next read reports.
         self.settle_probe(if e == 0 { Ok(0) } else { Err((e, 0)) });
@@ -310,11 +333,17 @@ impl Pipe {
     /// Ends a probe started by [`probe`](Self::probe): whether the pipe is
     /// ready to read.
     pub fn finish_probe(&self, mut op: Op) -> bool {
-        let signalled = wait_any(&[op.event()], Some(Instant::now())).ok() == Some(Some(0));
-        if !signalled {
+        if !op.is_complete() {
             op.cancel(self.raw());
         }
-        self.settle_probe(op.result(self.raw()))
+        let result = op.result(self.raw());
+        self.keep_probe_op(op);
+        self.settle_probe(result)
+    }
+
+    /// Keeps a finished probe's op (its event) for the next probe.
+    fn keep_probe_op(&self, op: Op) {
+        *self.probe_op.lock().unwrap_or_else(|e| e.into_inner()) = Some(op);
     }
 
     /// Records what a finished probe found; `true` when the pipe is ready.
@@ -663,6 +692,7 @@ impl Pipe {
             tx: Mutex::new(Tx::default()),
             cancelled: AtomicBool::new(false),
             limit: AtomicU64::new(DEFAULT_READ_LIMIT),
+            probe_op: Mutex::new(None),
         }
     }
 
