@@ -227,6 +227,8 @@ impl Context {
             if self.stopped() {
                 return false;
             }
+            // wake() signals without taking the lock, so a wake-up can slip
+            // in between the check and the wait: look again now and then.
             state = wake
                 .changed
                 .wait_timeout(state, Duration::from_millis(100))

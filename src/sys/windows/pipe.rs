@@ -280,9 +280,13 @@ impl Pipe {
                 // OVERLAPPED holds how many.
                 return Ok(Outcome::Failed(e, op.ov.InternalHigh as u32));
             }
-            let mut handles = vec![op.event()];
-            handles.extend(stop);
-            wait_any(&handles, deadline)? == Some(0)
+            let both = [op.event(), stop.unwrap_or(ptr::null_mut())];
+            let handles = if stop.is_some() {
+                &both[..]
+            } else {
+                &both[..1]
+            };
+            wait_any(handles, deadline)? == Some(0)
         };
         if !finished {
             op.cancel(self.raw());
