@@ -583,6 +583,33 @@ fn a_failure_hook_may_call_back_into_its_listener() {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
 
+#[test]
+fn failures_are_reported_while_accept_is_still_waiting() {
+    let _w = watchdog(30);
+    for address in addresses() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let listener = Arc::new(
+            ListenerOptions::new()
+                .on_handshake_failure(move |f| {
+                    let _ = tx.lock().unwrap().send(f.error.to_string());
+                })
+                .bind(address, KEY)
+                .unwrap(),
+        );
+        let waiting = listener.clone();
+        let acceptor = thread::spawn(move || waiting.accept().map(drop));
+        let bad = Client::connect(listener.address(), b"the wrong key, long enough");
+        assert!(bad.is_err());
+        // The hook runs now, not when some later client is accepted.
+        let reported = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(reported.contains("digest"), "{reported}");
+        assert!(!acceptor.is_finished());
+        listener.close();
+        assert!(matches!(acceptor.join().unwrap(), Err(Error::Closed)));
+    }
+}
+
 /// A hand-written server that writes its first message in the same write as
 /// its verdict and answer: the client must deliver it after the handshake.
 #[test]

@@ -311,27 +311,36 @@ impl<T: Trust> Listener<T> {
     }
 
     fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
-        let mut engine = self.lock();
-        let result = engine.accept(deadline).map(|accepted| {
-            let mut conn = Connection::with_early_bytes(
-                accepted.stream,
-                &accepted.early,
-                engine.opts.max_message,
-            );
-            conn.set_codec(engine.opts.codec);
-            conn
-        });
-        // Failure hooks run after the lock is released, so that a hook may
-        // call back into this listener.
-        let failures = std::mem::take(&mut engine.failures);
-        let hook = engine.opts.on_failure.clone();
-        drop(engine);
-        if let Some(hook) = hook {
-            for failure in &failures {
-                hook(failure);
+        loop {
+            let mut engine = self.lock();
+            let result = engine.accept(deadline).map(|accepted| {
+                accepted.map(|accepted| {
+                    let mut conn = Connection::with_early_bytes(
+                        accepted.stream,
+                        &accepted.early,
+                        engine.opts.max_message,
+                    );
+                    conn.set_codec(engine.opts.codec);
+                    conn
+                })
+            });
+            // Failure hooks run as the failures happen, but after the lock
+            // is released, so that a hook may call back into this listener.
+            let failures = std::mem::take(&mut engine.failures);
+            let hook = engine.opts.on_failure.clone();
+            drop(engine);
+            if let Some(hook) = hook {
+                for failure in &failures {
+                    hook(failure);
+                }
+            }
+            match result {
+                // The engine paused for the hooks: go on waiting.
+                Ok(None) => continue,
+                Ok(Some(conn)) => return Ok(conn),
+                Err(e) => return Err(e),
             }
         }
-        result
     }
 
     /// Moves pending handshakes forward without blocking and returns a

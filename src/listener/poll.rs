@@ -160,8 +160,10 @@ impl Engine {
 
     /// Runs the handshakes until one completes or `deadline` passes. The
     /// poll runs at least once, so a deadline of now makes this a
-    /// non-blocking step.
-    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Accepted> {
+    /// non-blocking step. `Ok(None)` is a pause: failures wait in
+    /// `failures` for the hook, which the caller runs outside the lock
+    /// before it calls again.
+    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Option<Accepted>> {
         let mut polled = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
@@ -171,7 +173,10 @@ impl Engine {
             if let Some(accepted) = self.ready.pop_front() {
                 self.last_accepted = accepted.peer.clone();
                 self.shared.accepted.fetch_add(1, Ordering::Relaxed);
-                return Ok(accepted);
+                return Ok(Some(accepted));
+            }
+            if !self.failures.is_empty() {
+                return Ok(None);
             }
             self.accept_new()?;
             if !self.ready.is_empty() {

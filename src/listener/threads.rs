@@ -157,7 +157,9 @@ impl Engine {
     }
 
     /// Waits for a client that finished its handshake, until `deadline`.
-    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Accepted> {
+    /// `Ok(None)` is a pause: failures wait in `failures` for the hook,
+    /// which the caller runs outside the lock before it calls again.
+    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Option<Accepted>> {
         let wake = &self.shared.wake;
         let mut state = wake.lock();
         loop {
@@ -177,7 +179,10 @@ impl Engine {
                 }
                 self.last_accepted = accepted.peer.clone();
                 self.shared.accepted.fetch_add(1, Ordering::Relaxed);
-                return Ok(accepted);
+                return Ok(Some(accepted));
+            }
+            if !self.failures.is_empty() {
+                return Ok(None);
             }
             if let Some(e) = state.error.take() {
                 return Err(e.into());
