@@ -164,8 +164,9 @@ impl ListenerOptions {
 
     /// Called for every client whose handshake fails or is abandoned. Such
     /// clients never surface as errors of `accept()`. The hook runs on the
-    /// thread inside `accept()`, after the listener's lock is released, so it
-    /// may call the listener's methods.
+    /// thread inside `accept()` (or `try_accept()`) as the failure happens,
+    /// while that call goes on waiting, and after the listener's lock is
+    /// released, so it may call the listener's methods.
     pub fn on_handshake_failure(
         mut self,
         hook: impl Fn(&HandshakeFailure) + Send + Sync + 'static,
