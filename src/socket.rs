@@ -71,6 +71,10 @@ fn bind_tcp(sa: SocketAddr, backlog: i32) -> io::Result<Socket> {
     // As CPython does on POSIX: a restarted server can rebind at once.
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
+    // Windows lets a second socket with SO_REUSEADDR bind the same port and
+    // take its clients unless the first asks for exclusive use.
+    #[cfg(windows)]
+    crate::sys::set_exclusive_address(&socket)?;
     socket.bind(&sa.into())?;
     socket.listen(backlog)?;
     Ok(socket)
@@ -324,5 +328,14 @@ pub(crate) mod unix_path {
 
     pub(crate) fn bind(_path: &Path, _opts: BindOptions) -> Result<Bound> {
         Err(AddressError::Unsupported("unix socket").into())
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    #[test]
+    fn tcp_listeners_take_their_port_exclusively() {
+        let socket = super::bind_tcp("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+        assert!(crate::sys::exclusive_address(&socket).unwrap());
     }
 }

@@ -17,8 +17,9 @@ use std::time::Instant;
 use socket2::{SockAddr, Socket};
 use windows_sys::Win32::Foundation::{ERROR_OPERATION_ABORTED, HANDLE};
 use windows_sys::Win32::Networking::WinSock::{
-    FD_ACCEPT, POLLRDNORM, POLLWRNORM, SOCKET, SOCKET_ERROR, WSA_IO_PENDING, WSABUF,
-    WSAEventSelect, WSAGetLastError, WSAPOLLFD, WSAPoll, WSARecv,
+    FD_ACCEPT, POLLRDNORM, POLLWRNORM, SO_EXCLUSIVEADDRUSE, SOCKET, SOCKET_ERROR, SOL_SOCKET,
+    WSA_IO_PENDING, WSABUF, WSAEventSelect, WSAGetLastError, WSAPOLLFD, WSAPoll, WSARecv,
+    setsockopt,
 };
 use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, SetEvent};
 
@@ -281,6 +282,48 @@ pub fn connect_nonblocking(
         Err(e) => return Err(e),
     }
     socket.set_nonblocking(false)
+}
+
+/// Binds `socket` to its port exclusively (`SO_EXCLUSIVEADDRUSE`): no other
+/// socket, not even one with `SO_REUSEADDR`, can bind the same address and
+/// take its clients. Call before `bind`.
+pub fn set_exclusive_address(socket: &Socket) -> io::Result<()> {
+    let on: i32 = 1;
+    // SAFETY: the option value is one live i32, and its length is passed.
+    let r = unsafe {
+        setsockopt(
+            socket.as_raw_socket() as SOCKET,
+            SOL_SOCKET,
+            SO_EXCLUSIVEADDRUSE,
+            (&raw const on).cast(),
+            std::mem::size_of::<i32>() as i32,
+        )
+    };
+    if r == SOCKET_ERROR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `socket` has `SO_EXCLUSIVEADDRUSE` set.
+#[cfg(test)]
+pub fn exclusive_address(socket: &Socket) -> io::Result<bool> {
+    let mut on: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as i32;
+    // SAFETY: the option buffer is one live i32 and `len` says so.
+    let r = unsafe {
+        windows_sys::Win32::Networking::WinSock::getsockopt(
+            socket.as_raw_socket() as SOCKET,
+            SOL_SOCKET,
+            SO_EXCLUSIVEADDRUSE,
+            (&raw mut on).cast(),
+            &mut len,
+        )
+    };
+    if r == SOCKET_ERROR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(on != 0)
 }
 
 /// Opens the client end of the named pipe `name` within `deadline`.
