@@ -1,7 +1,5 @@
 //! `pipe()` and `pipe_simplex()`: connected pairs inside one process tree.
 
-use std::net::Shutdown;
-
 use crate::connection::Connection;
 use crate::error::Result;
 use crate::sys;
@@ -9,8 +7,10 @@ use crate::sys;
 /// A connected pair of duplex connections, like Python's `Pipe()`.
 ///
 /// On Unix this is a socketpair; both descriptors are close-on-exec, so a
-/// child process inherits neither unless you hand it over on purpose. Both
-/// ends are trusted: nothing but this process could have created them.
+/// child process inherits neither unless you hand it over on purpose. On
+/// Windows it is a message-mode named pipe with a random 128-bit name and
+/// an owner-only DACL, as CPython makes it; neither handle is inheritable.
+/// Both ends are trusted: nothing but this process could have created them.
 ///
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) when the system is out of descriptors.
@@ -23,7 +23,8 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 }
 
 /// A one-way pair, returned as `(receiver, sender)` like Python's
-/// `Pipe(duplex=False)`.
+/// `Pipe(duplex=False)`. On Windows the pipe itself is one-way (inbound to
+/// the receiver), as CPython creates it.
 ///
 /// Sending on the receiver is [`Error::NotWritable`](crate::Error::NotWritable)
 /// and receiving on the sender is
@@ -32,9 +33,7 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) when the system is out of descriptors.
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
-    let (r, w) = sys::Stream::pair()?;
-    r.shutdown(Shutdown::Write)?;
-    w.shutdown(Shutdown::Read)?;
+    let (r, w) = sys::Stream::pair_simplex()?;
     Ok((
         Connection::from_stream(r, true, false),
         Connection::from_stream(w, false, true),

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{KEY, local_address, watchdog};
-use mpconn::{Address, AddressError, AuthError, Client, Error, Listener, pipe, wait};
+use mpconn::{Address, AddressError, AuthError, Client, Error, Listener, pipe, pipe_simplex, wait};
 
 fn pipe_name(address: &Address) -> &str {
     match address {
@@ -325,4 +325,24 @@ fn messages_above_the_limit_are_refused_without_being_read() {
     honest.send(&3u8).unwrap();
     assert_eq!(conn.recv::<u8>().unwrap(), 3);
     bomber.join().unwrap();
+}
+
+#[test]
+fn simplex_pipes_are_one_way_in_the_os_too() {
+    use windows_sys::Win32::Storage::FileSystem::WriteFile;
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+    let (rx, mut tx) = pipe_simplex().unwrap();
+    let handle = rx.as_pipe_handle().unwrap().as_raw_handle();
+    // SAFETY: OVERLAPPED is plain data. The write is refused before any I/O
+    // starts (the pipe is inbound-only at the receiver), so nothing refers
+    // to `ov` after the call; a write that went through would complete at
+    // once into the empty pipe's buffer.
+    let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
+    let ok = unsafe { WriteFile(handle as _, b"x".as_ptr(), 1, std::ptr::null_mut(), &mut ov) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(ok, 0, "the receiving end could write");
+    assert_eq!(err.raw_os_error(), Some(5), "{err}"); // ERROR_ACCESS_DENIED
+    tx.send(&"still fine").unwrap();
+    let mut rx = rx;
+    assert_eq!(rx.recv::<String>().unwrap(), "still fine");
 }

@@ -47,6 +47,15 @@ impl Stream {
         Ok(Stream(socket))
     }
 
+    /// A one-way pair, `(reader, writer)`: a socketpair with the other
+    /// direction shut down on each end.
+    pub fn pair_simplex() -> io::Result<(Stream, Stream)> {
+        let (r, w) = Stream::pair()?;
+        r.shutdown(Shutdown::Write)?;
+        w.shutdown(Shutdown::Read)?;
+        Ok((r, w))
+    }
+
     /// Adopts a descriptor that must be a connected stream socket.
     pub fn from_fd(fd: OwnedFd) -> Stream {
         Stream(Socket::from(fd))

@@ -42,12 +42,15 @@ impl Stream {
     /// A connected pair over a fresh, randomly named pipe (CPython's
     /// `Pipe()` on Windows). Neither handle is inheritable.
     pub fn pair() -> io::Result<(Stream, Stream)> {
-        let mut random = [0u8; 16];
-        crate::key::fill_random(&mut random).map_err(io::Error::other)?;
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let name = format!(r"\\.\pipe\mpconn-pair-{}-{hex}", std::process::id());
-        let (a, b) = pipe::pair(&name)?;
+        let (a, b) = pipe::pair(&pair_name()?)?;
         Ok((Stream::Pipe(a), Stream::Pipe(b)))
+    }
+
+    /// A one-way pair, `(reader, writer)`, over a fresh, randomly named
+    /// pipe that only carries messages from the writer to the reader.
+    pub fn pair_simplex() -> io::Result<(Stream, Stream)> {
+        let (r, w) = pipe::pair_simplex(&pair_name()?)?;
+        Ok((Stream::Pipe(r), Stream::Pipe(w)))
     }
 
     /// Wraps a connected socket.
@@ -184,6 +187,17 @@ impl AsRawHandle for Stream {
             Stream::Pipe(p) => p.handle().as_raw_handle(),
         }
     }
+}
+
+/// A pipe name nobody can guess: 128 random bits.
+fn pair_name() -> io::Result<String> {
+    let mut random = [0u8; 16];
+    crate::key::fill_random(&mut random).map_err(io::Error::other)?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        r"\\.\pipe\mpconn-pair-{}-{hex}",
+        std::process::id()
+    ))
 }
 
 fn socket_handle(s: &Socket) -> HANDLE {

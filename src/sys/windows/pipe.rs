@@ -23,7 +23,8 @@ use windows_sys::Win32::Security::Authorization::{
 use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
-    PIPE_ACCESS_DUPLEX, ReadFile, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT, WriteFile,
+    PIPE_ACCESS_DUPLEX, PIPE_ACCESS_INBOUND, ReadFile, SECURITY_IDENTIFICATION,
+    SECURITY_SQOS_PRESENT, WriteFile,
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
@@ -626,13 +627,30 @@ impl Drop for OwnerOnly {
 /// Creates an instance of the pipe `name`; `first` refuses a name that
 /// exists already (a squatter's, or another listener's).
 pub fn create_instance(name: &str, first: bool) -> io::Result<Pipe> {
+    create(name, first, Direction::Duplex)
+}
+
+/// Which way a pipe carries messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Duplex,
+    /// From the client end to the server end only (CPython's
+    /// `Pipe(duplex=False)`).
+    ToServer,
+}
+
+fn create(name: &str, first: bool, direction: Direction) -> io::Result<Pipe> {
     // FILE_FLAG_FIRST_PIPE_INSTANCE is the guarantee on Windows; Wine does not
     // enforce it, so look first as well (the flag closes the race on Windows).
     if first && exists(name) {
         return Err(io::Error::from_raw_os_error(ERROR_ACCESS_DENIED as i32));
     }
     let security = OwnerOnly::new()?;
-    let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+    let access = match direction {
+        Direction::Duplex => PIPE_ACCESS_DUPLEX,
+        Direction::ToServer => PIPE_ACCESS_INBOUND,
+    };
+    let mut open_mode = access | FILE_FLAG_OVERLAPPED;
     if first {
         open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
     }
@@ -662,12 +680,21 @@ pub fn create_instance(name: &str, first: bool) -> io::Result<Pipe> {
 /// Opens the client end of the pipe `name`, with identification-only
 /// impersonation rights for the server.
 pub fn open(name: &str) -> io::Result<Pipe> {
+    open_for(name, Direction::Duplex)
+}
+
+fn open_for(name: &str, direction: Direction) -> io::Result<Pipe> {
+    let access = match direction {
+        Direction::Duplex => GENERIC_READ | GENERIC_WRITE,
+        // GENERIC_WRITE includes the right to set the read mode below.
+        Direction::ToServer => GENERIC_WRITE,
+    };
     let wname = wide(name);
     // SAFETY: wname is NUL-terminated; no security attributes, no template.
     let h = unsafe {
         CreateFileW(
             wname.as_ptr(),
-            GENERIC_READ | GENERIC_WRITE,
+            access,
             0,
             ptr::null(),
             OPEN_EXISTING,
@@ -743,8 +770,21 @@ impl From<Pipe> for OwnedHandle {
 
 /// A connected pair over a fresh, randomly named pipe, as CPython's Pipe().
 pub fn pair(name: &str) -> io::Result<(Pipe, Pipe)> {
-    let server = create_instance(name, true)?;
-    let client = open(name)?;
+    pair_for(name, Direction::Duplex)
+}
+
+/// A one-way pair, `(reader, writer)`: the reader's end is created
+/// inbound-only and the writer opens it for writing only, so neither can
+/// go the wrong way (CPython's `Pipe(duplex=False)`).
+pub fn pair_simplex(name: &str) -> io::Result<(Pipe, Pipe)> {
+    pair_for(name, Direction::ToServer)
+}
+
+fn pair_for(name: &str, direction: Direction) -> io::Result<(Pipe, Pipe)> {
+    let server = create(name, true, direction)?;
+    let client = open_for(name, direction)?;
+    // The client is connected already, so this returns at once; the event
+    // it could be stopped by is never signalled.
     let never = Op::new()?;
     if !server.accept_client(never.event())? {
         return Err(io::ErrorKind::TimedOut.into());
