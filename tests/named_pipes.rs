@@ -346,3 +346,51 @@ fn simplex_pipes_are_one_way_in_the_os_too() {
     let mut rx = rx;
     assert_eq!(rx.recv::<String>().unwrap(), "still fine");
 }
+
+#[test]
+fn pipe_handles_work_across_processes() {
+    use std::os::windows::io::{AsHandle, OwnedHandle};
+    use std::process::Stdio;
+
+    use common::{child_role, expect_success, spawn_child};
+    use mpconn::{Connection, Unverified};
+
+    if child_role().as_deref() == Some("echo") {
+        let handle = std::io::stdin().as_handle().try_clone_to_owned().unwrap();
+        let mut conn =
+            Connection::<Unverified>::from(handle).dangerous_trust_without_authentication();
+        loop {
+            match conn.recv::<(u32, String)>() {
+                Ok(job) => conn.send(&job).unwrap(),
+                Err(Error::Eof) => return,
+                Err(e) => panic!("child: {e}"),
+            }
+        }
+    }
+    let _w = watchdog(60);
+    let (mut ours, theirs) = pipe().unwrap();
+    let handle = OwnedHandle::try_from(theirs).map_err(|(e, _)| e).unwrap();
+    let child = spawn_child(
+        "pipe_handles_work_across_processes",
+        "echo",
+        Stdio::from(handle),
+        &[],
+    );
+    for i in 0..100u32 {
+        let job = (i, "x".repeat(i as usize * 100));
+        ours.send(&job).unwrap();
+        assert_eq!(ours.recv::<(u32, String)>().unwrap(), job);
+    }
+    drop(ours);
+    expect_success(child);
+
+    // A TCP connection has no handle to give, and gets back whole.
+    let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
+    let client = Client::connect(listener.address(), KEY).unwrap();
+    let mut served = listener.accept().unwrap();
+    let (_, mut client) = OwnedHandle::try_from(client).unwrap_err();
+    client.send(&1u8).unwrap();
+    assert_eq!(served.recv::<u8>().unwrap(), 1);
+    served.send(&2u8).unwrap();
+    assert_eq!(client.recv::<u8>().unwrap(), 2);
+}

@@ -54,12 +54,16 @@ impl Sender {
         Arc::downgrade(&self.endpoint)
     }
 
+    /// A receiver on the same endpoint.
+    pub(crate) fn new_receiver(&self, max_message: u64) -> Receiver {
+        Receiver::new(self.endpoint.clone(), max_message)
+    }
+
     pub(crate) fn same_endpoint(&self, rx: &Receiver) -> bool {
         Arc::ptr_eq(&self.endpoint, &rx.endpoint)
     }
 
     /// The endpoint, when this sender holds the last reference to it.
-    #[cfg(unix)]
     pub(crate) fn into_endpoint(self) -> std::result::Result<Endpoint, Sender> {
         let Sender {
             endpoint,

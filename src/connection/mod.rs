@@ -396,6 +396,38 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+impl<T: Trust> Connection<T> {
+    /// Takes the stream out, for another owner. Fails, with the connection
+    /// back whole, when bytes already read would be lost, or when a close
+    /// handle holds the endpoint at that moment.
+    // The error is the TryFrom conversions' own: the connection comes back
+    // whole, by value, as std's conversions do.
+    #[allow(clippy::result_large_err)]
+    fn into_stream(self) -> std::result::Result<sys::Stream, (crate::Error, Self)> {
+        let read_ahead = self.rx.as_ref().is_some_and(|r| r.has_buffered())
+            || self.endpoint().stream().has_buffered();
+        if read_ahead {
+            let e = std::io::Error::other("bytes already read would be lost");
+            return Err((crate::Error::Io(e), self));
+        }
+        let Connection { tx, rx, _trust } = self;
+        let receiving = rx.as_ref().map(|r| (r.max_message(), r.codec));
+        drop(rx);
+        match tx.into_endpoint() {
+            Ok(endpoint) => Ok(endpoint.into_stream()),
+            Err(tx) => {
+                let rx = receiving.map(|(max, codec)| {
+                    let mut rx = tx.new_receiver(max);
+                    rx.codec = codec;
+                    rx
+                });
+                let e = std::io::Error::other("a close handle is closing the connection");
+                Err((crate::Error::Io(e), Connection { tx, rx, _trust }))
+            }
+        }
+    }
+}
+
 #[cfg(unix)]
 mod unix {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -429,31 +461,12 @@ mod unix {
     ///
     /// Fails with the connection back when it has read ahead bytes that the
     /// descriptor would lose, or when a [`CloseHandle`](super::CloseHandle)
-    /// still refers to it.
+    /// is closing it at that moment.
     impl<T: Trust> TryFrom<Connection<T>> for OwnedFd {
         type Error = (Error, Connection<T>);
 
         fn try_from(conn: Connection<T>) -> std::result::Result<OwnedFd, Self::Error> {
-            if conn.rx.as_ref().is_some_and(|r| r.has_buffered()) {
-                let e = std::io::Error::other("bytes already read would be lost");
-                return Err((Error::Io(e), conn));
-            }
-            let Connection { tx, rx, _trust } = conn;
-            drop(rx);
-            match tx.into_endpoint() {
-                Ok(endpoint) => Ok(endpoint.into_stream().into()),
-                Err(tx) => {
-                    let e = std::io::Error::other("a close handle still refers to the connection");
-                    Err((
-                        Error::Io(e),
-                        Connection {
-                            tx,
-                            rx: None,
-                            _trust,
-                        },
-                    ))
-                }
-            }
+            conn.into_stream().map(OwnedFd::from)
         }
     }
 }
@@ -461,16 +474,73 @@ mod unix {
 #[cfg(windows)]
 mod windows {
     use std::os::windows::io::{
-        AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, RawHandle, RawSocket,
+        AsRawHandle, AsRawSocket, AsSocket, BorrowedHandle, BorrowedSocket, OwnedHandle,
+        OwnedSocket, RawHandle, RawSocket,
     };
 
-    use super::{Connection, Trust};
+    use super::{Connection, Trust, Unverified};
+    use crate::error::Error;
+    use crate::sys;
 
     /// The pipe handle of a named-pipe connection, or the socket of a TCP
     /// connection as a handle: what CPython's `Connection.fileno()` gives.
     impl<T: Trust> AsRawHandle for Connection<T> {
         fn as_raw_handle(&self) -> RawHandle {
             self.endpoint().stream().as_raw_handle()
+        }
+    }
+
+    /// Adopts a named-pipe end: one opened for overlapped I/O in message
+    /// read mode, as mpconn and CPython open them, inherited from a parent
+    /// process for example. Nobody vouches for its peer, so it starts
+    /// [`Unverified`]; authenticate it, or trust it explicitly.
+    impl From<OwnedHandle> for Connection<Unverified> {
+        fn from(handle: OwnedHandle) -> Self {
+            Connection::from_stream(sys::Stream::from_pipe_handle(handle), true, true)
+        }
+    }
+
+    /// Adopts a connected TCP socket.
+    impl From<OwnedSocket> for Connection<Unverified> {
+        fn from(socket: OwnedSocket) -> Self {
+            Connection::from_stream(sys::Stream::Socket(socket.into()), true, true)
+        }
+    }
+
+    /// Gives up the pipe handle, to hand it to a child process for example.
+    ///
+    /// Fails with the connection back for a TCP connection, when it has read
+    /// ahead bytes that the handle would lose, or when a
+    /// [`CloseHandle`](super::CloseHandle) is closing it at that moment.
+    impl<T: Trust> TryFrom<Connection<T>> for OwnedHandle {
+        type Error = (Error, Connection<T>);
+
+        fn try_from(conn: Connection<T>) -> std::result::Result<OwnedHandle, Self::Error> {
+            if conn.as_pipe_handle().is_none() {
+                let e = std::io::Error::other("a TCP connection has a socket, not a handle");
+                return Err((Error::Io(e), conn));
+            }
+            match conn.into_stream()? {
+                sys::Stream::Pipe(pipe) => Ok(pipe.into()),
+                sys::Stream::Socket(_) => unreachable!("checked to be a pipe above"),
+            }
+        }
+    }
+
+    /// Gives up the socket of a TCP connection; fails with the connection
+    /// back for a named pipe, and as the handle conversion does.
+    impl<T: Trust> TryFrom<Connection<T>> for OwnedSocket {
+        type Error = (Error, Connection<T>);
+
+        fn try_from(conn: Connection<T>) -> std::result::Result<OwnedSocket, Self::Error> {
+            if conn.as_socket().is_none() {
+                let e = std::io::Error::other("a named-pipe connection has a handle, not a socket");
+                return Err((Error::Io(e), conn));
+            }
+            match conn.into_stream()? {
+                sys::Stream::Socket(socket) => Ok(socket.into()),
+                sys::Stream::Pipe(_) => unreachable!("checked to be a socket above"),
+            }
         }
     }
 

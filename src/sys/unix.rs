@@ -107,6 +107,11 @@ impl Stream {
         }
     }
 
+    /// A socket keeps no bytes of its own once read.
+    pub fn has_buffered(&self) -> bool {
+        false
+    }
+
     /// The largest message the connection reads. Sockets carry the length
     /// header itself, which the frame reader checks before reading a
     /// payload, so there is nothing to do here.

@@ -27,7 +27,6 @@ impl Endpoint {
         &self.stream
     }
 
-    #[cfg(unix)]
     pub(crate) fn into_stream(self) -> sys::Stream {
         self.stream
     }

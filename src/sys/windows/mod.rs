@@ -58,6 +58,20 @@ impl Stream {
         Ok(Stream::Socket(socket))
     }
 
+    /// Adopts a named-pipe end opened for overlapped I/O in message read mode.
+    pub fn from_pipe_handle(handle: OwnedHandle) -> Stream {
+        Stream::Pipe(Pipe::from(handle))
+    }
+
+    /// Whether bytes already read from the OS wait inside the stream (a
+    /// pipe reads whole messages; a socket keeps nothing).
+    pub fn has_buffered(&self) -> bool {
+        match self {
+            Stream::Socket(_) => false,
+            Stream::Pipe(p) => p.has_buffered(),
+        }
+    }
+
     /// One read of framed bytes.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

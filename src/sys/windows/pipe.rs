@@ -501,6 +501,11 @@ impl Pipe {
         Ok(n)
     }
 
+    /// Whether a message read from the pipe waits here.
+    pub fn has_buffered(&self) -> bool {
+        !self.lock_rx().buffered().is_empty()
+    }
+
     /// Whether a message (or the end) is here within the deadline.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
         let mut rx = self.lock_rx();
