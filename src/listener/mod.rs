@@ -197,7 +197,8 @@ impl ListenerOptions {
     }
 }
 
-/// A bound socket that accepts connections: CPython's `Listener`.
+/// A bound socket or named pipe that accepts connections: CPython's
+/// `Listener`.
 ///
 /// `Listener` (that is, `Listener<Authenticated>`) runs the handshake on every
 /// client and hands out only those that hold the key;
@@ -210,7 +211,9 @@ impl ListenerOptions {
 /// [`try_accept`](Self::try_accept)), as in CPython, but all of them at once:
 /// `accept()` returns the first client that completes, whatever the others
 /// are doing. A client's handshake deadline starts when it is accepted from
-/// the backlog.
+/// the backlog. On Windows the handshakes run on threads of the listener's
+/// own, from the moment a client connects, and `accept()` takes the
+/// finished ones.
 pub struct Listener<T: Trust = Authenticated> {
     engine: Mutex<Engine>,
     shared: Arc<Shared>,
