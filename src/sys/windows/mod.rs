@@ -455,22 +455,44 @@ pub fn wait_readable(
     }
 }
 
-/// Watches more than 64 handles: each group of 64 for up to 10 ms in turn,
-/// until one is signalled or the deadline passes.
+/// Watches more than 64 handles, the limit of one wait: this thread takes
+/// the first 63 and a helper thread each further 63, every one of them also
+/// watching a shared event that whoever wakes first signals to release the
+/// rest.
 fn wait_groups(handles: &[HANDLE], deadline: Option<Instant>) -> io::Result<()> {
-    let slice = std::time::Duration::from_millis(10);
-    loop {
-        for group in handles.chunks(MAX_WAIT) {
-            let now = Instant::now();
-            let until = deadline.map_or(now + slice, |d| d.min(now + slice));
-            if wait_any(group, Some(until))?.is_some() {
-                return Ok(());
-            }
+    let done = Event::new()?;
+    // Handles are raw pointers, which may not cross threads as such; they
+    // stay valid for the whole call, which outlives the helpers.
+    let as_numbers = |group: &[HANDLE]| -> Vec<usize> {
+        group
+            .iter()
+            .map(|&h| h as usize)
+            .chain([done.raw() as usize])
+            .collect()
+    };
+    let wait_group = |group: &[usize]| -> io::Result<()> {
+        let handles: Vec<HANDLE> = group.iter().map(|&h| h as HANDLE).collect();
+        let result = wait_any(&handles, deadline).map(drop);
+        done.set();
+        result
+    };
+    let (first, rest) = handles.split_at(MAX_WAIT - 1);
+    let helper_groups: Vec<Vec<usize>> = rest.chunks(MAX_WAIT - 1).map(as_numbers).collect();
+    let first = as_numbers(first);
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = helper_groups
+            .iter()
+            .map(|group| scope.spawn(|| wait_group(group)))
+            .collect();
+        let mut result = wait_group(&first);
+        for helper in helpers {
+            let joined = helper
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a wait helper thread panicked")));
+            result = result.and(joined);
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(());
-        }
-    }
+        result
+    })
 }
 
 /// A manual-reset event: signalled until reset.
