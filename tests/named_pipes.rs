@@ -394,3 +394,54 @@ fn pipe_handles_work_across_processes() {
     served.send(&2u8).unwrap();
     assert_eq!(client.recv::<u8>().unwrap(), 2);
 }
+
+#[test]
+fn a_probe_left_in_flight_by_wait_loses_no_message() {
+    let _w = watchdog(30);
+    let (mut a, mut b) = pipe().unwrap();
+    // The wait times out and leaves its zero-byte read in flight.
+    assert!(
+        wait(&[&a], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
+    // That read takes the empty message when it comes; recv must get it.
+    b.send_bytes(b"").unwrap();
+    b.send_bytes(b"next").unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"");
+    assert_eq!(a.recv_bytes().unwrap(), b"next");
+
+    // A receive with a timeout waits behind the probe and can time out.
+    assert!(
+        wait(&[&a], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        a.recv_bytes_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    b.send_bytes(b"late").unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"late");
+
+    // A handover ends the probe: an empty message it took stays with the
+    // connection, which then refuses to give up its handle.
+    assert!(
+        wait(&[&a], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
+    b.send_bytes(b"").unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let (_, mut a) = std::os::windows::io::OwnedHandle::try_from(a).unwrap_err();
+    assert_eq!(a.recv_bytes().unwrap(), b"");
+
+    // Dropping a connection with a probe in flight is clean.
+    assert!(
+        wait(&[&a], Some(Duration::from_millis(50)))
+            .unwrap()
+            .is_empty()
+    );
+    drop(a);
+    assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
+}

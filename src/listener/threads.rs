@@ -62,7 +62,7 @@ impl Wake {
 /// Where clients come from.
 enum Source {
     Tcp(Socket),
-    Pipe { name: String, spare: Pipe },
+    Pipe { name: String, spare: Box<Pipe> },
 }
 
 /// What the acceptor and the handshake threads need.
@@ -102,7 +102,7 @@ impl Engine {
                 })?;
                 let source = Source::Pipe {
                     name: name.clone(),
-                    spare,
+                    spare: Box::new(spare),
                 };
                 (source, address.clone(), None)
             }
@@ -138,7 +138,7 @@ impl Engine {
             .name("mpconn-acceptor".into())
             .spawn(move || match source {
                 Source::Tcp(socket) => accept_tcp(&socket, &accept_event, &ctx),
-                Source::Pipe { name, spare } => accept_pipes(&name, spare, &ctx),
+                Source::Pipe { name, spare } => accept_pipes(&name, *spare, &ctx),
             })?;
         let engine = Engine {
             opts,

@@ -64,11 +64,16 @@ impl Stream {
     }
 
     /// Whether bytes already read from the OS wait inside the stream (a
-    /// pipe reads whole messages; a socket keeps nothing).
+    /// pipe reads whole messages; a socket keeps nothing). A pipe's
+    /// readiness probe is ended first, so that an empty message it took
+    /// counts.
     pub fn has_buffered(&self) -> bool {
         match self {
             Stream::Socket(_) => false,
-            Stream::Pipe(p) => p.has_buffered(),
+            Stream::Pipe(p) => {
+                p.end_probe();
+                p.has_buffered()
+            }
         }
     }
 
@@ -183,11 +188,13 @@ impl Stream {
         }
     }
 
-    /// Ends a probe: whether the stream is ready to read.
-    fn finish_probe(&self, op: Op) -> bool {
-        match self {
-            Stream::Pipe(p) => p.finish_probe(op),
-            Stream::Socket(s) => finish_socket_probe(s, op),
+    /// After the wait: whether the stream is ready to read. A socket's
+    /// probe is cancelled if it is still in flight; a pipe's stays.
+    fn probe_ready(&self, op: Option<Op>) -> bool {
+        match (self, op) {
+            (Stream::Pipe(p), _) => p.probe_ready(),
+            (Stream::Socket(s), Some(op)) => finish_socket_probe(s, op),
+            (Stream::Socket(_), None) => false,
         }
     }
 }
@@ -243,7 +250,7 @@ fn probe_socket(s: &Socket) -> io::Result<Probe> {
     };
     // SAFETY: WSAGetLastError has no preconditions.
     if r == SOCKET_ERROR && unsafe { WSAGetLastError() } == WSA_IO_PENDING {
-        return Ok(Probe::Pending(op));
+        return Ok(Probe::Pending(op.event(), Some(op)));
     }
     // Done at once (data or the end is there), or an error the next read reports.
     Ok(Probe::Ready)
@@ -388,16 +395,18 @@ const MAX_WAIT: usize = 64;
 /// Waits until some of `sources` are readable or `deadline` passes; on
 /// return `ready[i]` tells about `sources[i]`.
 ///
-/// Each stream gets a zero-byte overlapped read, and the wait is on their
-/// events; probes that did not complete are cancelled before returning.
-/// Past 64 handles (the limit of one wait), the handles are watched in
-/// groups of 64, each for up to 10 ms in turn.
+/// Each stream has a zero-byte overlapped read in flight, and the wait is
+/// on their events. A pipe's probe stays in flight after the wait, so the
+/// next wait costs nothing for a pipe that stayed quiet; a socket's is
+/// cancelled. Past 64 handles (the limit of one wait), helper threads wait
+/// on the further groups.
 pub fn wait_readable(
     sources: &[WaitSource<'_>],
     ready: &mut [bool],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    let mut probes: Vec<Option<Op>> = Vec::with_capacity(sources.len());
+    // What each source waits on: a probe (and a socket's op) or an event.
+    let mut waiting: Vec<Option<Option<Op>>> = Vec::with_capacity(sources.len());
     let mut handles: Vec<HANDLE> = Vec::with_capacity(sources.len());
     let mut any = false;
     let mut failure = None;
@@ -407,21 +416,20 @@ pub fn wait_readable(
                 Ok(Probe::Ready) => {
                     ready[i] = true;
                     any = true;
-                    probes.push(None);
+                    waiting.push(None);
                 }
-                Ok(Probe::Pending(op)) => {
-                    handles.push(op.event());
-                    probes.push(Some(op));
+                Ok(Probe::Pending(event, op)) => {
+                    handles.push(event);
+                    waiting.push(Some(op));
                 }
                 Err(e) => {
                     failure = Some(e);
-                    probes.push(None);
                     break;
                 }
             },
             WaitSource::Event(h) => {
                 handles.push(h.as_raw_handle() as HANDLE);
-                probes.push(None);
+                waiting.push(Some(None));
             }
         }
     }
@@ -439,15 +447,15 @@ pub fn wait_readable(
             None => return Err(io::Error::other("wait() with nothing to wait for")),
         }
     }
-    for (i, (source, probe)) in sources.iter().zip(probes).enumerate() {
-        match (source, probe) {
-            (WaitSource::Stream(s), Some(op)) => ready[i] = s.finish_probe(op),
-            (WaitSource::Event(h), None) => {
+    for (i, (source, waited)) in sources.iter().zip(waiting).enumerate() {
+        let Some(op) = waited else { continue };
+        ready[i] = match source {
+            WaitSource::Stream(s) => s.probe_ready(op),
+            WaitSource::Event(h) => {
                 let h = h.as_raw_handle() as HANDLE;
-                ready[i] = wait_any(&[h], Some(Instant::now()))?.is_some();
+                wait_any(&[h], Some(Instant::now()))?.is_some()
             }
-            _ => {}
-        }
+        };
     }
     match failure {
         Some(e) => Err(e),

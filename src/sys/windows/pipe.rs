@@ -55,6 +55,10 @@ fn last_error() -> u32 {
 /// One end of a message-mode named pipe.
 #[derive(Debug)]
 pub struct Pipe {
+    /// The readiness probe. Declared first so that it is dropped first: a
+    /// probe still in flight is cancelled and waited for while the handle
+    /// is open.
+    probe: Mutex<ProbeSlot>,
     handle: OwnedHandle,
     rx: Mutex<Rx>,
     tx: Mutex<Tx>,
@@ -62,8 +66,28 @@ pub struct Pipe {
     cancelled: AtomicBool,
     /// The largest message read; see `set_read_limit`.
     limit: AtomicU64,
-    /// The overlapped state of readiness probes, kept between them.
-    probe_op: Mutex<Option<Op>>,
+}
+
+/// The zero-byte read that tells `wait()` a message has come. It stays in
+/// flight from one `wait()` to the next, so that a wait costs system calls
+/// for the pipes that became ready, not for every pipe; a read of the pipe
+/// first lets it finish, since it is ahead of the read in the pipe's queue.
+#[derive(Debug, Default)]
+struct ProbeSlot {
+    op: Option<Op>,
+    /// The pipe's handle (as a number) while the probe is in flight.
+    in_flight: Option<usize>,
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if let (Some(op), Some(handle)) = (self.op.as_mut(), self.in_flight) {
+            // The kernel writes into the OVERLAPPED until the read ends:
+            // end it before the memory goes.
+            op.cancel(handle as HANDLE);
+            let _ = op.result(handle as HANDLE);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -120,8 +144,12 @@ impl Rx {
 /// The readiness probe of one pipe: already ready, or a zero-byte read in flight.
 #[derive(Debug)]
 pub enum Probe {
+    /// Ready to read now.
     Ready,
-    Pending(Op),
+    /// A zero-byte read is in flight: its event is signalled when it ends.
+    /// A pipe keeps its own op (`None`); a socket's comes along, to be
+    /// cancelled after the wait.
+    Pending(HANDLE, Option<Op>),
 }
 
 /// One overlapped operation: its OVERLAPPED and event, boxed so that they
@@ -247,6 +275,25 @@ pub fn wait_any(handles: &[HANDLE], deadline: Option<Instant>) -> io::Result<Opt
     }
 }
 
+/// Records what an ended probe found; `true` when the pipe is ready.
+fn settle(rx: &mut Rx, result: Result<u32, (u32, u32)>) -> bool {
+    match result {
+        // A zero-byte read that succeeded took an empty message.
+        Ok(_) => {
+            rx.push_empty_message();
+            true
+        }
+        Err((ERROR_MORE_DATA, _)) => true,
+        Err((ERROR_OPERATION_ABORTED, _)) => false,
+        Err((ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_NO_DATA, _)) => {
+            rx.eof = true;
+            true
+        }
+        // Anything else: the next read reports it.
+        Err(_) => true,
+    }
+}
+
 /// How an overlapped operation ended.
 enum Outcome {
     Done(u32),
@@ -299,76 +346,109 @@ impl Pipe {
         }
     }
 
-    /// Starts a zero-byte read that completes when a message (or the end)
-    /// arrives, without taking any bytes: the readiness probe of `wait()`.
-    /// An empty message is the exception: the probe consumes it, and
-    /// [`finish_probe`](Self::finish_probe) keeps it in the buffer.
+    /// The readiness probe of `wait()`: ready now, or the event of a
+    /// zero-byte read in flight, which completes when a message (or the
+    /// end) arrives without taking it. An empty message is the exception:
+    /// the zero-byte read takes it, and the pipe keeps it in its buffer.
     pub fn probe(&self) -> io::Result<Probe> {
-        let rx = self.lock_rx();
-        if rx.pos < rx.framed.len() || rx.eof {
+        let mut rx = self.lock_rx();
+        let mut slot = self.lock_probe();
+        match self.reap_probe(&mut rx, &mut slot) {
+            None => {
+                let event = slot.op.as_ref().map_or(ptr::null_mut(), Op::event);
+                return Ok(Probe::Pending(event, None));
+            }
+            Some(true) => return Ok(Probe::Ready),
+            Some(false) => {}
+        }
+        if !rx.buffered().is_empty() || rx.eof {
             return Ok(Probe::Ready);
         }
-        let cached = self
-            .probe_op
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let mut op = match cached {
+        let op = match &mut slot.op {
             Some(op) => op,
-            None => Op::new()?,
+            empty => empty.insert(Op::new()?),
         };
         op.prepare();
         let buf = op.byte.as_mut_ptr();
         // SAFETY: the zero-byte read writes nothing into `buf`, which lives
-        // in the boxed op anyway; the OVERLAPPED stays put in its box until
-        // finish_probe has waited for completion.
+        // in the boxed op anyway; the OVERLAPPED stays put in its box, and
+        // the op is kept (in the slot) until the read has ended: reaped,
+        // waited for by a read, or cancelled and waited for on drop.
         let started = unsafe { ReadFile(self.raw(), buf, 0, ptr::null_mut(), op.ov_mut()) };
         let e = if started == 0 { last_error() } else { 0 };
-        drop(rx);
         if e == ERROR_IO_PENDING {
-            return Ok(Probe::Pending(op));
+            let event = op.event();
+            slot.in_flight = Some(self.raw() as usize);
+            return Ok(Probe::Pending(event, None));
         }
-        self.keep_probe_op(op);
         // Done at once: an empty message was taken, or a message or the end
-        // is waiting, or an error the next read reports.
-        self.settle_probe(if e == 0 { Ok(0) } else { Err((e, 0)) });
+        // is waiting, or an error the next read reports. Ready in every case.
+        settle(&mut rx, if e == 0 { Ok(0) } else { Err((e, 0)) });
         Ok(Probe::Ready)
     }
 
-    /// Ends a probe started by [`probe`](Self::probe): whether the pipe is
-    /// ready to read.
-    pub fn finish_probe(&self, mut op: Op) -> bool {
+    /// After a wait: whether the probe has seen a message (or the end).
+    /// A probe still in flight stays in flight.
+    pub fn probe_ready(&self) -> bool {
+        let mut rx = self.lock_rx();
+        let mut slot = self.lock_probe();
+        match self.reap_probe(&mut rx, &mut slot) {
+            None => false,
+            Some(ready) => ready || !rx.buffered().is_empty() || rx.eof,
+        }
+    }
+
+    /// Ends the probe if it has ended, recording what it found in `rx`:
+    /// `None` while it is still in flight; `Some(ready)` otherwise (`false`
+    /// when there was no probe or it was cancelled).
+    fn reap_probe(&self, rx: &mut Rx, slot: &mut ProbeSlot) -> Option<bool> {
+        let (Some(_), Some(op)) = (slot.in_flight, slot.op.as_mut()) else {
+            return Some(false);
+        };
         if !op.is_complete() {
-            op.cancel(self.raw());
+            return None;
         }
         let result = op.result(self.raw());
-        self.keep_probe_op(op);
-        self.settle_probe(result)
+        slot.in_flight = None;
+        Some(settle(rx, result))
     }
 
-    /// Keeps a finished probe's op (its event) for the next probe.
-    fn keep_probe_op(&self, op: Op) {
-        *self.probe_op.lock().unwrap_or_else(|e| e.into_inner()) = Some(op);
-    }
-
-    /// Records what a finished probe found; `true` when the pipe is ready.
-    fn settle_probe(&self, result: Result<u32, (u32, u32)>) -> bool {
-        let mut rx = self.lock_rx();
-        match result {
-            // A zero-byte read that succeeded took an empty message.
-            Ok(_) => {
-                rx.push_empty_message();
-                true
-            }
-            Err((ERROR_MORE_DATA, _)) => true,
-            Err((ERROR_OPERATION_ABORTED, _)) => false,
-            Err((ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_NO_DATA, _)) => {
-                rx.eof = true;
-                true
-            }
-            // Anything else: the next read reports it.
-            Err(_) => true,
+    /// Waits until `deadline` for a probe in flight to end; a read must not
+    /// overtake it, or an empty message it takes would be lost. `false` on
+    /// timeout, with the probe still in flight.
+    fn finish_probe_before_read(&self, rx: &mut Rx, deadline: Option<Instant>) -> io::Result<bool> {
+        let mut slot = self.lock_probe();
+        if self.reap_probe(rx, &mut slot).is_some() {
+            return Ok(true);
         }
+        let Some(op) = slot.op.as_mut() else {
+            return Ok(true);
+        };
+        if wait_any(&[op.event()], deadline)?.is_none() {
+            return Ok(false);
+        }
+        // Signalled: the read has ended (or ends now; result() waits).
+        let result = op.result(self.raw());
+        slot.in_flight = None;
+        settle(rx, result);
+        Ok(true)
+    }
+
+    /// Cancels a probe in flight and records what it found, so that
+    /// nothing it took is lost when the handle changes hands.
+    pub fn end_probe(&self) {
+        let mut rx = self.lock_rx();
+        let mut slot = self.lock_probe();
+        if let (Some(_), Some(op)) = (slot.in_flight, slot.op.as_mut()) {
+            op.cancel(self.raw());
+            let result = op.result(self.raw());
+            slot.in_flight = None;
+            settle(&mut rx, result);
+        }
+    }
+
+    fn lock_probe(&self) -> std::sync::MutexGuard<'_, ProbeSlot> {
+        self.probe.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_rx(&self) -> std::sync::MutexGuard<'_, Rx> {
@@ -385,6 +465,13 @@ impl Pipe {
     /// make us buffer more than the limit.
     fn fill(&self, rx: &mut Rx, deadline: Option<Instant>) -> io::Result<bool> {
         if !rx.buffered().is_empty() || rx.eof {
+            return Ok(true);
+        }
+        if !self.finish_probe_before_read(rx, deadline)? {
+            return Ok(false);
+        }
+        if !rx.buffered().is_empty() || rx.eof {
+            // The probe took an empty message, or found the end.
             return Ok(true);
         }
         let mut op = match rx.op.take() {
@@ -723,12 +810,12 @@ fn open_for(name: &str, direction: Direction) -> io::Result<Pipe> {
 impl Pipe {
     fn from_handle(handle: OwnedHandle) -> Pipe {
         Pipe {
+            probe: Mutex::new(ProbeSlot::default()),
             handle,
             rx: Mutex::new(Rx::default()),
             tx: Mutex::new(Tx::default()),
             cancelled: AtomicBool::new(false),
             limit: AtomicU64::new(DEFAULT_READ_LIMIT),
-            probe_op: Mutex::new(None),
         }
     }
 
@@ -769,7 +856,9 @@ impl From<OwnedHandle> for Pipe {
 
 impl From<Pipe> for OwnedHandle {
     fn from(pipe: Pipe) -> OwnedHandle {
-        pipe.handle
+        // The other fields go first, the probe (ended) among them.
+        let Pipe { handle, .. } = pipe;
+        handle
     }
 }
 
