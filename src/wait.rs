@@ -154,8 +154,9 @@ pub fn wait(items: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<us
 /// [`insert`](Self::insert) returned. On Unix it is built on mio: a
 /// [`wait`](Self::wait) costs time for the items that are or just were
 /// ready, not for the idle ones, so ten thousand quiet connections cost
-/// nothing per call. On Windows each wait probes every item, as [`wait`]
-/// does.
+/// nothing per call. On Windows each wait looks at every item, as [`wait`]
+/// does; a pipe's zero-byte read stays in flight between waits, so a quiet
+/// pipe costs no system call.
 ///
 /// ```
 /// use std::time::Duration;
