@@ -361,7 +361,8 @@ impl Pipe {
             Some(true) => return Ok(Probe::Ready),
             Some(false) => {}
         }
-        if !rx.buffered().is_empty() || rx.eof {
+        // Closed here: the next read reports it at once.
+        if !rx.buffered().is_empty() || rx.eof || self.cancelled.load(Ordering::SeqCst) {
             return Ok(Probe::Ready);
         }
         let op = match &mut slot.op {
