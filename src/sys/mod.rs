@@ -5,13 +5,16 @@
 //!
 //! - `Stream`: a connected byte stream (a socket on Unix; a socket or a
 //!   named pipe on Windows) with `pair() -> io::Result<(Stream, Stream)>`
-//!   (not inherited by children), `from_socket`, `read(&self, &mut [u8])`,
+//!   and `pair_simplex()` (not inherited by children), `from_socket`,
+//!   `read(&self, &mut [u8])`,
 //!   `read_spare(&self, &mut Vec<u8>, max)` (read into spare capacity without
 //!   zeroing it), `write_vectored(&self, &[IoSlice])` (never raises SIGPIPE),
 //!   `try_write_vectored` (never blocks on a socket either),
 //!   `wait(&self, Interest, Option<Instant>) -> io::Result<bool>` (readiness
 //!   with a deadline, `false` on timeout, EINTR retried with the time that
-//!   is left), `shutdown(&self, Shutdown)` and `quick_ack(&self)`.
+//!   is left), `shutdown(&self, Shutdown)`, `quick_ack(&self)`,
+//!   `set_read_limit(&self, u64)` and `has_buffered(&self)` (both matter
+//!   only for pipes, which read whole messages).
 //! - `WaitSource<'a>`, made by `WaitSource::stream(&Stream)`, and
 //!   `wait_readable(&[WaitSource], &mut [bool], deadline)`: readiness of
 //!   many objects at once (a descriptor each on Unix; a stream or an event
