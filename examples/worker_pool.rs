@@ -1,7 +1,8 @@
 //! A secure worker pool: the crate's main demo.
 //!
 //! A coordinator binds an authenticated listener on a fresh address (a Unix
-//! socket in a private temporary directory, or TCP with `--tcp`), generates
+//! socket in a private temporary directory, a randomly named pipe on
+//! Windows, or TCP with `--tcp`), generates
 //! a random key, and starts worker processes (this same binary, run again)
 //! that connect with the key. It hands out tasks (count the primes in a
 //! range), collects results with `mpconn::wait`, and survives a worker that
