@@ -613,10 +613,16 @@ impl Pipe {
             Some(op) => op,
             None => op.insert(Op::new()?),
         };
-        let mut total = 0;
+        let total = bufs.iter().map(|b| b.len()).sum();
+        // The frame writer hands over one header and its whole payload:
+        // send the payload from where it is, without copying it.
+        if let ([header, payload], true) = (bufs, tx.is_empty())
+            && frame_len(header) == Some((header.len(), payload.len()))
+        {
+            return self.write_message(op, payload).map(|()| total);
+        }
         for b in bufs {
             tx.extend_from_slice(b);
-            total += b.len();
         }
         let mut at = 0;
         let result = loop {
@@ -626,28 +632,10 @@ impl Pipe {
             if tx.len() - at < hlen + len {
                 break Ok(total);
             }
-            let Ok(len32) = u32::try_from(len) else {
-                break Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a pipe message is limited to 4 GiB",
-                ));
-            };
-            let payload = tx[at + hlen..].as_ptr();
-            // SAFETY: `payload` points to `len` bytes of `tx`, which is locked
-            // and unchanged until the operation completes.
-            let outcome = self.overlapped(op, None, None, |ov| unsafe {
-                WriteFile(self.raw(), payload, len32, ptr::null_mut(), ov)
-            });
-            match outcome {
-                Ok(Outcome::Done(n)) if n == len32 => at += hlen + len,
-                Ok(Outcome::Done(_)) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(Outcome::Failed(ERROR_NO_DATA | ERROR_BROKEN_PIPE, _)) => {
-                    break Err(io::ErrorKind::BrokenPipe.into());
-                }
-                Ok(Outcome::Failed(e, _)) => break Err(io::Error::from_raw_os_error(e as i32)),
-                Ok(Outcome::TimedOut) => break Err(io::ErrorKind::TimedOut.into()),
-                Err(e) => break Err(e),
+            if let Err(e) = self.write_message(op, &tx[at + hlen..at + hlen + len]) {
+                break Err(e);
             }
+            at += hlen + len;
         };
         match result {
             Ok(_) => {
@@ -657,6 +645,30 @@ impl Pipe {
             Err(_) => tx.clear(),
         }
         result
+    }
+
+    /// Sends `payload` as one pipe message.
+    fn write_message(&self, op: &mut Op, payload: &[u8]) -> io::Result<()> {
+        let Ok(len) = u32::try_from(payload.len()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a pipe message is limited to 4 GiB",
+            ));
+        };
+        // SAFETY: `payload` is borrowed, so unchanged, until the operation
+        // completes (overlapped() waits for that).
+        let outcome = self.overlapped(op, None, None, |ov| unsafe {
+            WriteFile(self.raw(), payload.as_ptr(), len, ptr::null_mut(), ov)
+        })?;
+        match outcome {
+            Outcome::Done(n) if n == len => Ok(()),
+            Outcome::Done(_) => Err(io::ErrorKind::WriteZero.into()),
+            Outcome::Failed(ERROR_NO_DATA | ERROR_BROKEN_PIPE, _) => {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            Outcome::Failed(e, _) => Err(io::Error::from_raw_os_error(e as i32)),
+            Outcome::TimedOut => Err(io::ErrorKind::TimedOut.into()),
+        }
     }
 
     /// Cancels every read and write in flight on this pipe, from any thread:
