@@ -195,6 +195,14 @@ impl ListenerOptions {
     pub fn bind_unauthenticated(self, address: impl ToAddress) -> Result<Listener<Unverified>> {
         Listener::open(self, address.to_address()?, None)
     }
+
+    /// What binding the socket needs of these options.
+    fn bind_options(&self) -> crate::socket::BindOptions {
+        crate::socket::BindOptions {
+            backlog: self.backlog,
+            reclaim_stale_socket: self.reclaim_stale_socket,
+        }
+    }
 }
 
 /// A bound socket or named pipe that accepts connections: CPython's

@@ -18,7 +18,7 @@ use crate::error::{AuthError, Error, Result};
 use crate::handshake::READ_AHEAD;
 use crate::key::AuthKey;
 use crate::proto::auth::{Handshake, Role, Status};
-use crate::socket::{self, BindOptions, unix_path::SocketFile};
+use crate::socket::{self, unix_path::SocketFile};
 use crate::sys;
 
 const LISTENER: Token = Token(0);
@@ -112,13 +112,7 @@ impl Engine {
         address: &Address,
         key: Option<AuthKey>,
     ) -> Result<(Engine, Arc<Shared>, Address, Option<SocketFile>)> {
-        let bound = socket::bind(
-            address,
-            BindOptions {
-                backlog: opts.backlog,
-                reclaim_stale_socket: opts.reclaim_stale_socket,
-            },
-        )?;
+        let bound = socket::bind(address, opts.bind_options())?;
         bound.socket.set_nonblocking(true)?;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;

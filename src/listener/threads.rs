@@ -20,7 +20,7 @@ use crate::error::{AuthError, Error, Result};
 use crate::handshake::{HandshakeOptions, READ_AHEAD};
 use crate::key::AuthKey;
 use crate::proto::auth::{Role, Status};
-use crate::socket::{self, BindOptions, unix_path::SocketFile};
+use crate::socket::{self, unix_path::SocketFile};
 use crate::sys::{self, Event, Interest, Pipe};
 
 /// What the listener's threads share.
@@ -107,13 +107,7 @@ impl Engine {
                 (source, address.clone(), None)
             }
             _ => {
-                let bound = socket::bind(
-                    address,
-                    BindOptions {
-                        backlog: opts.backlog,
-                        reclaim_stale_socket: opts.reclaim_stale_socket,
-                    },
-                )?;
+                let bound = socket::bind(address, opts.bind_options())?;
                 (Source::Tcp(bound.socket), bound.address, bound.cleanup)
             }
         };
