@@ -220,6 +220,19 @@ fn coordinator(opts: &Options) -> AnyResult<()> {
         items.extend(workers.iter().map(|w| &w.conn as &dyn Waitable));
         let ready = mpconn::wait(&items, Some(Duration::from_millis(200)))?;
         let mut dead = Vec::new();
+        if ready.is_empty() {
+            // Nothing to read anywhere, so no message of a dead worker is
+            // left behind: a worker whose process has ended is dead even if
+            // its connection still looks open. (A socket can outlive its
+            // process when another process shares it; Wine's server
+            // sometimes keeps a killed process's socket open.)
+            for (index, w) in workers.iter().enumerate() {
+                let child = w.pid.and_then(|pid| pool.children.get_mut(&pid));
+                if child.is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                    dead.push(index);
+                }
+            }
+        }
         for index in ready {
             if index == 0 {
                 while let Some(conn) = listener.try_accept()? {
