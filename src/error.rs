@@ -115,6 +115,14 @@ pub enum AuthError {
     TimedOut,
     /// The peer closed the connection during the handshake.
     PeerClosed,
+    /// The peer's challenge was made by an mpconn end of our own role with
+    /// our key: another client's challenge, reflected to us by a peer that
+    /// wants us to answer it in that client's place. We do not answer.
+    Reflected,
+    /// The listener's pending handshakes were all in progress while more
+    /// clients waited, and this one, which had not answered within the grace
+    /// period, was dropped to make room (see SECURITY.md).
+    Evicted,
     /// The key is shorter than 16 bytes and short keys were not allowed.
     KeyTooShort(usize),
     /// The operating system's random source failed.
@@ -215,6 +223,12 @@ impl fmt::Display for AuthError {
             }
             AuthError::TimedOut => f.write_str("the handshake did not finish before its deadline"),
             AuthError::PeerClosed => f.write_str("the peer closed the connection during the handshake"),
+            AuthError::Reflected => f.write_str(
+                "the peer sent a challenge made by another mpconn end of our role (a reflection attempt); not answered",
+            ),
+            AuthError::Evicted => f.write_str(
+                "the client had not answered when the listener needed its slot for another client",
+            ),
             AuthError::KeyTooShort(n) => write!(
                 f,
                 "key of {n} bytes is shorter than 16; use allow_short_key(true) to accept it"

@@ -1,8 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/`. Compiled only with the
 //! non-default `fuzzing` feature; not part of the public API.
 
+use std::time::{Duration, Instant};
+
 use crate::key::AuthKey;
-use crate::proto::auth::{AuthPolicy, Digest, Handshake, NONCE_LEN, Role, Status};
+use crate::proto::auth::{AuthPolicy, Digest, Handshake, RANDOM_LEN, Role, Status, Timeouts};
 use crate::proto::codec;
 use crate::transport::FrameReader;
 use crate::transport::fake::FakeStream;
@@ -65,7 +67,19 @@ fn handshake(role: Role, data: &[u8]) {
         allow_legacy_md5: data.first().is_some_and(|b| b & 0x80 != 0),
         ..AuthPolicy::default()
     };
-    let mut hs = Handshake::new(role, AuthKey::new(KEY), policy, [7; NONCE_LEN]);
+    let timeouts = Timeouts {
+        total: Duration::from_secs(60),
+        first_message: None,
+    };
+    let mut hs = Handshake::new(
+        role,
+        AuthKey::new(KEY),
+        policy,
+        [7; RANDOM_LEN],
+        Instant::now(),
+        timeouts,
+    );
+    let ours = hs.challenge_message().to_vec();
     let mut rest = wire;
     let mut i = 0;
     while !rest.is_empty() && matches!(hs.status(), Status::InProgress) {
@@ -82,7 +96,7 @@ fn handshake(role: Role, data: &[u8]) {
     }
     if hs.status() == &Status::Done {
         assert!(
-            carries_valid_answer(wire, policy.allow_legacy_md5),
+            carries_valid_answer(wire, &ours, policy.allow_legacy_md5),
             "handshake completed without a valid answer"
         );
     }
@@ -93,18 +107,17 @@ fn handshake(role: Role, data: &[u8]) {
 
 /// Whether `wire` contains an answer to the fixed challenge in any digest
 /// the machine accepts.
-fn carries_valid_answer(wire: &[u8], legacy: bool) -> bool {
-    let ours = [b"{sha256}".as_slice(), &[7; NONCE_LEN]].concat();
+fn carries_valid_answer(wire: &[u8], ours: &[u8], legacy: bool) -> bool {
     let mut answers: Vec<Vec<u8>> = Digest::ALL
         .into_iter()
         .filter(|&d| d != Digest::Md5 || legacy)
         .map(|d| {
             let prefix = format!("{{{}}}", d.name());
-            [prefix.as_bytes(), &d.mac(KEY, &ours)].concat()
+            [prefix.as_bytes(), &d.mac(KEY, ours)].concat()
         })
         .collect();
     if legacy {
-        answers.push(Digest::Md5.mac(KEY, &ours));
+        answers.push(Digest::Md5.mac(KEY, ours));
     }
     answers
         .iter()

@@ -1,17 +1,25 @@
-//! Blocking drivers of the handshake machine, shared by `Client` and by the
-//! upgrade methods of `Connection<Unverified>`.
+//! The drivers of the handshake machine: one non-blocking [`step`] that
+//! moves a handshake as far as its stream allows, and one blocking loop
+//! around it ([`drive_blocking`]) that waits for readiness until the
+//! machine's own next deadline. `Client`, the upgrade methods of
+//! `Connection<Unverified>`, and both listener engines use these two; the
+//! protocol and its deadlines live in [`crate::proto::auth`].
 
+use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 use crate::connection::{Authenticated, Connection, Unverified};
 use crate::error::{AuthError, Error, Result};
 use crate::key::{AuthKey, fill_random};
-use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, NONCE_LEN, Role, Status};
+use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, Status, Timeouts};
 use crate::sys::Interest;
-use crate::transport::{ByteStream, retry, write_all};
+use crate::transport::ByteStream;
 
 /// The default total deadline for one handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default deadline for a client's answer to a listener's challenge.
+pub const DEFAULT_FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The handshake options of [`ListenerOptions`](crate::ListenerOptions) and
 /// [`ClientOptions`](crate::ClientOptions): one definition for both builders,
@@ -20,7 +28,8 @@ macro_rules! handshake_builder_methods {
     () => {
         /// Total time one handshake may take (default 5 s), from the
         /// connection to the verdict. A peer that never starts one, a keyless
-        /// listener for example, fails within it.
+        /// listener for example, fails within it. `Duration::MAX` waits
+        /// forever.
         pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.handshake.timeout = timeout;
             self
@@ -52,7 +61,10 @@ pub(crate) use handshake_builder_methods;
 /// Options of the authentication handshake, shared by listeners and clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HandshakeOptions {
+    /// The whole exchange.
     pub timeout: Duration,
+    /// The peer's first message; `None`: only `timeout` applies.
+    pub first_message: Option<Duration>,
     pub policy: AuthPolicy,
     pub allow_short_key: bool,
 }
@@ -61,6 +73,7 @@ impl Default for HandshakeOptions {
     fn default() -> Self {
         HandshakeOptions {
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            first_message: None,
             policy: AuthPolicy::default(),
             allow_short_key: false,
         }
@@ -68,28 +81,56 @@ impl Default for HandshakeOptions {
 }
 
 impl HandshakeOptions {
-    /// Checks the key and starts a machine for `role` with a fresh nonce.
-    pub(crate) fn start(&self, role: Role, key: &AuthKey) -> Result<Handshake> {
+    /// Checks the key and starts a machine for `role` at `now`, with fresh
+    /// random bytes in its challenge.
+    pub(crate) fn start(&self, role: Role, key: &AuthKey, now: Instant) -> Result<Handshake> {
         key.check_len(self.allow_short_key)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce)?;
-        Ok(Handshake::new(role, key.clone(), self.policy, nonce))
+        let mut random = [0u8; RANDOM_LEN];
+        fill_random(&mut random)?;
+        let timeouts = Timeouts {
+            total: self.timeout,
+            first_message: self.first_message,
+        };
+        Ok(Handshake::new(
+            role,
+            key.clone(),
+            self.policy,
+            random,
+            now,
+            timeouts,
+        ))
     }
 
+    /// Runs a whole handshake over a blocking connection. Bytes the
+    /// connection had already read go to the machine first; bytes read past
+    /// the handshake go back to the connection, to be received as messages.
     pub(crate) fn run(
         &self,
         mut conn: Connection<Unverified>,
         role: Role,
         key: &AuthKey,
     ) -> Result<Connection<Authenticated>> {
-        let mut hs = self.start(role, key)?;
-        let deadline = Instant::now().checked_add(self.timeout);
+        let mut hs = self.start(role, key, Instant::now())?;
+        let mut early = Vec::new();
+        let rx = conn.receiver()?;
+        let mut buffered = [0u8; READ_AHEAD];
+        loop {
+            let n = rx.reader_mut().take_buffered(&mut buffered);
+            if n == 0 {
+                break;
+            }
+            let used = hs.feed(&buffered[..n]);
+            early.extend_from_slice(&buffered[used..n]);
+        }
         // Handshake messages are small: a peer that sends a large one must
         // not make a named pipe buffer it.
-        let max = conn.receiver()?.max_message();
-        conn.endpoint().stream().set_read_limit(READ_AHEAD as u64);
-        drive_blocking(&mut conn, &mut hs, deadline)?;
-        conn.endpoint().stream().set_read_limit(max);
+        let max = rx.max_message();
+        let endpoint = conn.endpoint();
+        endpoint.stream().set_read_limit(READ_AHEAD as u64);
+        let result = drive_blocking(endpoint, &mut hs, &mut early);
+        endpoint.stream().set_read_limit(max);
+        result?;
+        conn.receiver()?.reader_mut().unread(&early);
         Ok(conn.into_authenticated())
     }
 }
@@ -99,68 +140,112 @@ impl HandshakeOptions {
 /// message pair costs one read, not four.
 pub(crate) const READ_AHEAD: usize = 2 * (4 + MAX_MESSAGE);
 
-/// Runs `hs` to its end over a blocking connection. It reads ahead; whatever
-/// it read past the handshake's last message goes back to the connection,
-/// to be received as ordinary messages.
-fn drive_blocking(
-    conn: &mut Connection<Unverified>,
+/// Where a [`step`] left its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The stream must become ready for this before the next step.
+    Wait(Interest),
+    /// Both sides proved the key, and everything we had to say is sent.
+    Done,
+    /// The handshake failed; any verdict for the peer was sent if it could be.
+    Failed(AuthError),
+}
+
+/// How a [`step`] may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// Not at all: the stream was not reported readable (it may block).
+    No,
+    /// Once: the stream was reported readable, so one read cannot block.
+    Once,
+    /// Until the stream runs dry, as an edge-triggered poller needs
+    /// (non-blocking streams only).
+    Drain,
+}
+
+/// Moves `hs` as far as `stream` allows without blocking: sends what the
+/// machine has to say, and reads what it wants as `reads` allows. Bytes
+/// read past the handshake's last message are appended to `early`.
+pub(crate) fn step<S: ByteStream + ?Sized>(
+    stream: &S,
     hs: &mut Handshake,
-    deadline: Option<Instant>,
-) -> Result<()> {
+    early: &mut Vec<u8>,
+    reads: Reads,
+) -> Step {
     let mut buf = [0u8; READ_AHEAD];
+    let mut may_read = reads != Reads::No;
     loop {
-        if !hs.output().is_empty() {
-            let sent = write_all(conn.endpoint(), hs.output(), deadline);
-            let n = hs.output().len();
-            hs.consume_output(n);
-            if let Err(e) = sent {
-                // A verdict the peer cannot read any more is no loss.
-                if !matches!(hs.status(), Status::Failed(_)) {
-                    return Err(handshake_io(e));
+        // Say everything first: a client that pipelined its challenge behind
+        // its answer gets our verdict and our answer in a single write.
+        while !hs.output().is_empty() {
+            match stream.try_write_vectored(&[IoSlice::new(hs.output())]) {
+                Ok(n) => hs.consume_output(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Step::Wait(Interest::Writable);
+                }
+                Err(_) => {
+                    // A verdict the peer cannot read any more is no loss.
+                    return match hs.status() {
+                        Status::Failed(e) => Step::Failed(e.clone()),
+                        _ => Step::Failed(AuthError::PeerClosed),
+                    };
                 }
             }
         }
         match hs.status() {
-            Status::Done => return Ok(()),
-            Status::Failed(e) => return Err(Error::Auth(e.clone())),
+            Status::Done => return Step::Done,
+            Status::Failed(e) => return Step::Failed(e.clone()),
+            Status::InProgress if !may_read => return Step::Wait(Interest::Readable),
             Status::InProgress => {}
         }
-        let rx = conn.receiver()?;
-        let mut n = rx.reader_mut().take_buffered(&mut buf);
-        if n == 0 {
-            // Our challenge rides behind our answer, so a CPython server
-            // writes #WELCOME# and its answer back to back; without an
-            // immediate ACK from us, Nagle's algorithm holds its second write
-            // for our delayed ACK (40 ms). Ask for quick ACKs (TCP, Linux).
-            if hs.awaiting_verdict() {
-                rx.endpoint().stream().quick_ack();
+        match stream.read(&mut buf) {
+            Ok(0) => hs.peer_closed(),
+            Ok(n) => {
+                let used = hs.feed(&buf[..n]);
+                early.extend_from_slice(&buf[used..n]);
+                // A short read emptied the socket. Linux's epoll reports
+                // every later arrival as a new edge, so the read that would
+                // only say EAGAIN can be skipped.
+                let emptied =
+                    n < buf.len() && cfg!(any(target_os = "linux", target_os = "android"));
+                may_read = reads == Reads::Drain && !emptied;
             }
-            n = retry(rx.endpoint(), Interest::Readable, deadline, |s| {
-                s.read(&mut buf)
-            })
-            .map_err(handshake_io)?;
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => may_read = false,
+            Err(_) => hs.peer_closed(),
         }
-        if n == 0 {
-            hs.peer_closed();
-            continue;
-        }
-        let used = hs.feed(&buf[..n]);
-        rx.reader_mut().unread(&buf[used..n]);
     }
 }
 
-/// Errors of the transport during a handshake, in the handshake's terms.
-fn handshake_io(e: Error) -> Error {
-    match e {
-        Error::Timeout => Error::Auth(AuthError::TimedOut),
-        Error::Io(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            ) =>
-        {
-            Error::Auth(AuthError::PeerClosed)
+/// Runs `hs` to its end over `stream`: [`step`], then wait for what it
+/// waits for until the machine's next deadline, then tell the machine the
+/// time. Bytes read past the handshake are appended to `early`.
+pub(crate) fn drive_blocking<S: ByteStream + ?Sized>(
+    stream: &S,
+    hs: &mut Handshake,
+    early: &mut Vec<u8>,
+) -> Result<()> {
+    let mut reads = Reads::No;
+    loop {
+        let interest = match step(stream, hs, early, reads) {
+            Step::Done => return Ok(()),
+            Step::Failed(_) if stream.is_closed() => return Err(Error::Closed),
+            Step::Failed(e) => return Err(Error::Auth(e)),
+            Step::Wait(interest) => interest,
+        };
+        // Our challenge rides behind our answer, so a CPython server writes
+        // #WELCOME# and its answer back to back; without an immediate ACK
+        // from us, Nagle's algorithm holds its second write for our delayed
+        // ACK (40 ms). Ask for quick ACKs (TCP, Linux).
+        if interest == Interest::Readable && hs.awaiting_verdict() {
+            stream.quick_ack();
         }
-        other => other,
+        reads = Reads::No;
+        match stream.wait(interest, hs.poll_timeout())? {
+            true if interest == Interest::Readable => reads = Reads::Once,
+            true => {}
+            false => hs.handle_timeout(Instant::now()),
+        }
     }
 }

@@ -5,20 +5,28 @@
 //! others keep moving and `accept()` returns the first that finishes.
 //!
 //! On Unix the handshakes run non-blocking on one mio poll, driven by
-//! whichever thread is inside `accept()` (`poll.rs`). On Windows an acceptor
-//! thread takes clients and each handshake runs on a thread of its own
-//! (`threads.rs`).
+//! whichever thread is inside `accept()` (`poll.rs`), with the admission
+//! policy of SECURITY.md: the backlog is drained eagerly, and when the
+//! pending set is full the handshake that has stayed silent longest makes
+//! room. On Windows an acceptor thread takes clients and each handshake runs
+//! on a thread of its own (`threads.rs`).
+//!
+//! Locks cover what changes: the options, the address, the descriptor and
+//! the counters are read without any lock; the queue of finished
+//! connections has a short lock of its own; only the engine that drives the
+//! handshakes is held by the thread inside `accept()`, and nothing that
+//! merely reads the listener's state waits for it.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::address::{Address, ToAddress};
 use crate::connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
 use crate::error::{Error, Result};
-use crate::handshake::HandshakeOptions;
+use crate::handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, HandshakeOptions};
 use crate::key::AuthKey;
 use crate::proto::codec::Codec;
 use crate::socket::unix_path::SocketFile;
@@ -57,8 +65,11 @@ pub struct HandshakeFailure {
 pub struct ListenerStats {
     /// Connections handed out by `accept()`.
     pub accepted: u64,
-    /// Handshakes that failed, timed out or were abandoned.
+    /// Handshakes that failed, timed out, were abandoned or were evicted.
     pub failed_handshakes: u64,
+    /// Of the failed handshakes, those ended early to make room for a new
+    /// client while the pending set was full (see SECURITY.md).
+    pub evicted_handshakes: u64,
 }
 
 type FailureHook = Arc<dyn Fn(&HandshakeFailure) + Send + Sync>;
@@ -103,7 +114,10 @@ impl fmt::Debug for ListenerOptions {
 impl Default for ListenerOptions {
     fn default() -> Self {
         ListenerOptions {
-            handshake: HandshakeOptions::default(),
+            handshake: HandshakeOptions {
+                first_message: Some(DEFAULT_FIRST_ANSWER_TIMEOUT),
+                ..HandshakeOptions::default()
+            },
             backlog: DEFAULT_BACKLOG,
             max_pending: DEFAULT_MAX_PENDING,
             accept_timeout: None,
@@ -116,12 +130,23 @@ impl Default for ListenerOptions {
 }
 
 impl ListenerOptions {
-    /// The defaults: sha256, 5 s handshakes, backlog 1024, 256 pending handshakes.
+    /// The defaults: sha256, 1 s for a client's answer to our challenge and
+    /// 5 s for the whole handshake, backlog 1024, 256 pending handshakes.
     pub fn new() -> Self {
         Self::default()
     }
 
     crate::handshake::handshake_builder_methods!();
+
+    /// How long a client may take to answer the listener's challenge
+    /// (default 1 s; `Duration::MAX` leaves only the
+    /// [`handshake_timeout`](Self::handshake_timeout)). A client that has
+    /// said nothing by then is dropped, so a silent connection holds a
+    /// pending slot for a second, not for the whole handshake deadline.
+    pub fn first_answer_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake.first_message = Some(timeout);
+        self
+    }
 
     /// The `listen(2)` backlog (default [`DEFAULT_BACKLOG`]).
     pub fn backlog(mut self, backlog: i32) -> Self {
@@ -130,7 +155,10 @@ impl ListenerOptions {
     }
 
     /// How many handshakes may be in progress at once (default
-    /// [`DEFAULT_MAX_PENDING`]); further clients wait in the backlog.
+    /// [`DEFAULT_MAX_PENDING`]). When they are all in progress and more
+    /// clients wait, the client that has been silent longest makes room (on
+    /// Unix; on Windows further clients wait in the backlog). SECURITY.md
+    /// describes the policy.
     pub fn max_pending_handshakes(mut self, max: usize) -> Self {
         self.max_pending = max.max(1);
         self
@@ -165,7 +193,7 @@ impl ListenerOptions {
     /// Called for every client whose handshake fails or is abandoned. Such
     /// clients never surface as errors of `accept()`. The hook runs on the
     /// thread inside `accept()` (or `try_accept()`) as the failure happens,
-    /// while that call goes on waiting, and after the listener's lock is
+    /// while that call goes on waiting, and after the listener's locks are
     /// released, so it may call the listener's methods.
     pub fn on_handshake_failure(
         mut self,
@@ -212,20 +240,31 @@ impl ListenerOptions {
 /// client and hands out only those that hold the key;
 /// `Listener<Unverified>` hands out every client, untrusted.
 ///
-/// It is `Sync`: one thread may block in [`accept`](Self::accept) while
-/// another calls [`close`](Self::close) to wake it.
+/// It is `Sync`: several threads may accept at once (one drives the
+/// handshakes, the others take what it finishes), and any thread may call
+/// [`close`](Self::close) to wake them. Reading the listener's state
+/// ([`address`](Self::address), [`stats`](Self::stats),
+/// [`last_accepted`](Self::last_accepted), its descriptor) and
+/// [`try_accept`](Self::try_accept) never wait for a thread inside
+/// `accept()`.
 ///
 /// Handshakes progress while a thread is inside `accept()` (or
 /// [`try_accept`](Self::try_accept)), as in CPython, but all of them at once:
 /// `accept()` returns the first client that completes, whatever the others
-/// are doing. A client's handshake deadline starts when it is accepted from
+/// are doing. A client's handshake deadlines start when it is accepted from
 /// the backlog. On Windows the handshakes run on threads of the listener's
 /// own, from the moment a client connects, and `accept()` takes the
 /// finished ones.
 pub struct Listener<T: Trust = Authenticated> {
+    /// The engine that drives the handshakes: locked only by the thread
+    /// that holds the driver's role (`Shared::driving`), never waited for.
     engine: Mutex<Engine>,
+    /// The queue of finished connections, the counters and the wake-up.
     shared: Arc<Shared>,
+    opts: ListenerOptions,
     address: Address,
+    #[cfg(unix)]
+    fd: std::os::fd::RawFd,
     _file: Option<SocketFile>,
     _trust: PhantomData<fn() -> T>,
 }
@@ -236,6 +275,23 @@ struct Shared {
     wake: Wake,
     accepted: AtomicU64,
     failed: AtomicU64,
+    evicted: AtomicU64,
+    /// The peer of the connection `accept()` handed out last.
+    last_accepted: Mutex<Option<Address>>,
+    /// Whether a thread is driving the engine; `driver_left` tells the
+    /// threads waiting to accept when it stops.
+    driving: Mutex<bool>,
+    driver_left: Condvar,
+}
+
+/// Gives up the driver's role when dropped, even by a panicking hook.
+struct DriverGuard<'a>(&'a Shared);
+
+impl Drop for DriverGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.driving) = false;
+        self.0.driver_left.notify_all();
+    }
 }
 
 /// A client that passed its handshake, waiting for `accept()`.
@@ -285,10 +341,13 @@ impl Listener<Unverified> {
 
 impl<T: Trust> Listener<T> {
     fn open(opts: ListenerOptions, address: Address, key: Option<AuthKey>) -> Result<Self> {
-        let (engine, shared, bound, cleanup) = Engine::open(opts, &address, key)?;
+        let (engine, shared, bound, cleanup) = Engine::open(opts.clone(), &address, key)?;
         Ok(Listener {
+            #[cfg(unix)]
+            fd: engine.raw_fd(),
             engine: Mutex::new(engine),
             shared,
+            opts,
             address: bound,
             _file: cleanup,
             _trust: PhantomData,
@@ -310,70 +369,120 @@ impl<T: Trust> Listener<T> {
     /// call retries after a pause that grows from 10 ms to 1 s while the
     /// shortage lasts, so a server loop that logs and goes on does not spin.
     pub fn accept(&self) -> Result<Connection<T>> {
-        let timeout = self.lock().opts.accept_timeout;
-        self.accept_deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
+        let deadline = self.opts.accept_timeout.and_then(deadline_after);
+        self.accept_until(deadline, true)
     }
 
-    /// Like [`accept`](Self::accept) with its own timeout.
+    /// Like [`accept`](Self::accept) with its own timeout (`Duration::MAX`
+    /// waits forever).
     ///
     /// # Errors
     /// As [`accept`](Self::accept).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection<T>> {
-        self.accept_deadline(Instant::now().checked_add(timeout))
-    }
-
-    fn accept_deadline(&self, deadline: Option<Instant>) -> Result<Connection<T>> {
-        loop {
-            let mut engine = self.lock();
-            let result = engine.accept(deadline).map(|accepted| {
-                accepted.map(|accepted| {
-                    let mut conn = Connection::with_early_bytes(
-                        accepted.stream,
-                        &accepted.early,
-                        engine.opts.max_message,
-                    );
-                    conn.set_codec(engine.opts.codec);
-                    conn
-                })
-            });
-            // Failure hooks run as the failures happen, but after the lock
-            // is released, so that a hook may call back into this listener.
-            let failures = std::mem::take(&mut engine.failures);
-            let hook = engine.opts.on_failure.clone();
-            drop(engine);
-            if let Some(hook) = hook {
-                for failure in &failures {
-                    hook(failure);
-                }
-            }
-            match result {
-                // The engine paused for the hooks: go on waiting.
-                Ok(None) => continue,
-                Ok(Some(conn)) => return Ok(conn),
-                Err(e) => return Err(e),
-            }
-        }
+        self.accept_until(deadline_after(timeout), true)
     }
 
     /// Moves pending handshakes forward without blocking and returns a
     /// connection if one has completed. Use it after [`wait`](crate::wait)
     /// reports the listener ready: readiness means work to do (a new client,
-    /// a handshake message), not necessarily a finished handshake.
+    /// a handshake message), not necessarily a finished handshake. While
+    /// another thread is inside `accept()`, that thread moves the
+    /// handshakes, and this call only takes a connection it has finished.
     ///
     /// # Errors
     /// As [`accept`](Self::accept), without the timeout.
     pub fn try_accept(&self) -> Result<Option<Connection<T>>> {
-        match self.accept_deadline(Some(Instant::now())) {
+        match self.accept_until(Some(Instant::now()), false) {
             Ok(conn) => Ok(Some(conn)),
             Err(Error::Timeout) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Whether a completed connection is waiting, without blocking on a
-    /// thread that is inside `accept()`.
+    /// The accept loop: take a finished connection if one is queued, else
+    /// drive the engine (or, when `block` is false and another thread drives
+    /// it, give up) until one is, running failure hooks as they come.
+    fn accept_until(&self, deadline: Option<Instant>, block: bool) -> Result<Connection<T>> {
+        loop {
+            self.run_failure_hooks();
+            if self.shared.closed.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            if let Some(accepted) = self.shared.wake.pop_ready() {
+                return Ok(self.hand_out(accepted));
+            }
+            if !self.become_driver(deadline, block)? {
+                // The thread that drove the handshakes returned: look again.
+                continue;
+            }
+            let result = {
+                let _driving = DriverGuard(&self.shared);
+                let mut engine = lock(&self.engine);
+                match self.shared.wake.has_work() {
+                    true => Ok(()),
+                    false => engine.run(deadline),
+                }
+            };
+            if let Err(e) = result {
+                self.run_failure_hooks();
+                return match self.shared.wake.pop_ready() {
+                    Some(accepted) if !matches!(e, Error::Closed) => Ok(self.hand_out(accepted)),
+                    _ => Err(e),
+                };
+            }
+        }
+    }
+
+    /// Makes this thread the one that drives the handshakes: `Ok(true)`.
+    /// While another thread drives them, waits (unless `block` is false)
+    /// until that thread returns, `Ok(false)`, or `deadline` passes.
+    fn become_driver(&self, deadline: Option<Instant>, block: bool) -> Result<bool> {
+        let shared = &self.shared;
+        let mut driving = lock(&shared.driving);
+        if !*driving {
+            *driving = true;
+            return Ok(true);
+        }
+        if !block {
+            return Err(Error::Timeout);
+        }
+        match deadline {
+            None => drop(shared.driver_left.wait(driving)),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout);
+                }
+                drop(shared.driver_left.wait_timeout(driving, left));
+            }
+        }
+        Ok(false)
+    }
+
+    fn hand_out(&self, accepted: Accepted) -> Connection<T> {
+        self.shared.accepted.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.shared.last_accepted) = accepted.peer.clone();
+        let mut conn =
+            Connection::with_early_bytes(accepted.stream, &accepted.early, self.opts.max_message);
+        conn.set_codec(self.opts.codec);
+        conn
+    }
+
+    /// Runs the failure hook for every failure queued so far, with no lock
+    /// held, so that a hook may call back into this listener.
+    fn run_failure_hooks(&self) {
+        let failures = self.shared.wake.take_failures();
+        if let Some(hook) = &self.opts.on_failure {
+            for failure in &failures {
+                hook(failure);
+            }
+        }
+    }
+
+    /// Whether a completed connection (or a failure for the hook) is
+    /// waiting, without waiting for a thread that is inside `accept()`.
     pub(crate) fn has_ready(&self) -> bool {
-        self.engine.try_lock().is_ok_and(|e| e.has_ready())
+        self.shared.wake.has_work()
     }
 
     /// What `wait()` watches: readable (signalled) when a client arrives or
@@ -393,9 +502,11 @@ impl<T: Trust> Listener<T> {
     }
 
     /// The address of the last accepted peer, when it has one (TCP peers do;
-    /// Unix-socket clients are usually unnamed).
+    /// Unix-socket clients are usually unnamed), as CPython's
+    /// `Listener.last_accepted`. With several accepting threads, ask each
+    /// connection instead: [`Connection::peer_address`].
     pub fn last_accepted(&self) -> Option<Address> {
-        self.lock().last_accepted.clone()
+        lock(&self.shared.last_accepted).clone()
     }
 
     /// Counters of accepted connections and failed handshakes.
@@ -403,6 +514,7 @@ impl<T: Trust> Listener<T> {
         ListenerStats {
             accepted: self.shared.accepted.load(Ordering::Relaxed),
             failed_handshakes: self.shared.failed.load(Ordering::Relaxed),
+            evicted_handshakes: self.shared.evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -411,20 +523,25 @@ impl<T: Trust> Listener<T> {
     /// are dropped. The socket and its file go when the listener is dropped.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.wake.wake();
+        self.shared.wake.stop();
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Engine> {
-        // The engine holds no invariant a panicking thread could break
-        // half-way in a way that matters to the next caller.
-        self.engine.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// `now + timeout`, or `None` (no deadline) when that is beyond what an
+/// `Instant` can hold: `Duration::MAX` means forever.
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Locks a mutex whose data no panic can leave half-changed.
+fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(unix)]
 impl<T: Trust> std::os::fd::AsRawFd for Listener<T> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.lock().raw_fd()
+        self.fd
     }
 }
 
@@ -435,6 +552,10 @@ impl Shared {
             wake,
             accepted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            last_accepted: Mutex::new(None),
+            driving: Mutex::new(false),
+            driver_left: Condvar::new(),
         })
     }
 }

@@ -1,23 +1,39 @@
 //! The Unix listener engine: the listening socket and every pending
-//! handshake on one mio poll, driven by the thread inside `accept()`.
+//! handshake on one mio poll, driven by the thread inside `accept()`, with
+//! the admission policy that keeps key holders served under a flood.
+//!
+//! - The backlog is drained eagerly: every client the kernel has queued is
+//!   accepted and sent its challenge at once, so valid clients do not wait
+//!   behind attackers in the kernel's first-come-first-served queue.
+//! - While fewer than `max_pending` handshakes run, a client has the first
+//!   answer deadline (1 s) to answer the challenge, and the handshake
+//!   deadline (5 s) to finish.
+//! - When the pending set is full and more clients wait, the client that
+//!   has not answered and was accepted longest ago is dropped to make room,
+//!   once it has had the grace period to answer. A client that has answered
+//!   correctly holds the key and is never dropped for room. The grace
+//!   period follows the answer times of clients that proved the key (twice
+//!   the slowest of the last 16, within 20 ms to the first answer
+//!   deadline): someone without the key cannot shorten it.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::Socket;
 
-use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error};
+use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::{Address, Family};
 use crate::error::{AuthError, Error, Result};
-use crate::handshake::READ_AHEAD;
+use crate::handshake::{self, Reads, Step};
 use crate::key::AuthKey;
-use crate::proto::auth::{Handshake, Role, Status};
+use crate::proto::auth::Handshake;
+use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
 use crate::sys;
 
@@ -25,15 +41,30 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_PENDING: usize = 2;
 
-/// Wakes the thread inside `accept()`; the poll's descriptor is what
-/// `wait()` watches.
+/// The grace period before the first answer time is known.
+const INITIAL_GRACE: Duration = Duration::from_millis(100);
+/// The shortest grace period, however fast clients answer.
+const MIN_GRACE: Duration = Duration::from_millis(20);
+/// How many recent answer times the grace period follows.
+const ANSWER_SAMPLES: usize = 16;
+
+/// The queue of finished work, and what wakes the thread inside `accept()`;
+/// the poll's descriptor is what `wait()` watches.
 pub(super) struct Wake {
     waker: Waker,
     poll_fd: RawFd,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Accepted>,
+    failures: Vec<HandshakeFailure>,
 }
 
 impl Wake {
-    pub(super) fn wake(&self) {
+    /// Wakes the thread inside `accept()`, which then sees the closed flag.
+    pub(super) fn stop(&self) {
         // A failed wake-up only means the poll is already gone.
         let _ = self.waker.wake();
     }
@@ -41,46 +72,88 @@ impl Wake {
     pub(super) fn wait_source(&self) -> sys::WaitSource<'_> {
         sys::WaitSource::fd(self.poll_fd)
     }
+
+    pub(super) fn pop_ready(&self) -> Option<Accepted> {
+        lock(&self.queue).ready.pop_front()
+    }
+
+    pub(super) fn take_failures(&self) -> Vec<HandshakeFailure> {
+        std::mem::take(&mut lock(&self.queue).failures)
+    }
+
+    /// A connection to hand out, or a failure for the hook.
+    pub(super) fn has_work(&self) -> bool {
+        let queue = lock(&self.queue);
+        !queue.ready.is_empty() || !queue.failures.is_empty()
+    }
 }
 
 /// One client in the middle of its handshake.
 struct Pending {
-    socket: Socket,
+    stream: sys::Stream,
     handshake: Handshake,
-    deadline: Instant,
+    /// When it was accepted and sent its challenge.
+    started: Instant,
     peer: Option<Address>,
     /// Bytes read past the handshake's last message: the client's first
     /// messages, handed to the connection.
     early: Vec<u8>,
 }
 
-enum Progress {
-    Waiting,
-    Done,
-    Failed(AuthError),
+impl Pending {
+    /// Whether the client has answered our challenge correctly: it holds
+    /// the key, and is never evicted.
+    fn proven(&self) -> bool {
+        self.handshake.messages_received() > 0
+    }
 }
 
-/// The accept loop's state, behind the listener's mutex.
+/// The answer times of the last clients that proved the key.
+#[derive(Debug, Default)]
+struct AnswerTimes {
+    recent: [Duration; ANSWER_SAMPLES],
+    len: usize,
+    next: usize,
+}
+
+impl AnswerTimes {
+    fn record(&mut self, time: Duration) {
+        self.recent[self.next] = time;
+        self.next = (self.next + 1) % ANSWER_SAMPLES;
+        self.len = (self.len + 1).min(ANSWER_SAMPLES);
+    }
+
+    /// How long an unanswered client is kept before it may make room.
+    fn grace(&self, cap: Duration) -> Duration {
+        let slowest = self.recent[..self.len].iter().max();
+        let grace = slowest.map_or(INITIAL_GRACE, |t| t.saturating_mul(2));
+        grace.max(MIN_GRACE).min(cap.max(MIN_GRACE))
+    }
+}
+
+/// The accept loop's state, locked only by the thread that drives it.
 pub(super) struct Engine {
     poll: Poll,
     events: Events,
     socket: Socket,
     key: Option<AuthKey>,
-    pub(super) opts: ListenerOptions,
+    opts: ListenerOptions,
     /// Slot i holds the client registered with token FIRST_PENDING + i.
     pending: Vec<Option<Pending>>,
     free: Vec<usize>,
-    ready: VecDeque<Accepted>,
-    pub(super) last_accepted: Option<Address>,
+    /// How many slots hold a client.
+    count: usize,
     shared: Arc<Shared>,
     backoff: Backoff,
+    answers: AnswerTimes,
     /// A TCP listener: accepted sockets get TCP_NODELAY.
     tcp: bool,
     /// Clients may be waiting in the backlog: set by the poller's edge,
     /// cleared when accept(2) runs dry.
     backlog: bool,
-    /// Failures waiting for the hook, which runs outside the lock.
-    pub(super) failures: Vec<HandshakeFailure>,
+    /// Makes the next registration with the poll fail (tests only).
+    #[cfg(test)]
+    fail_next_register: bool,
 }
 
 /// The pause before accepting again after the system ran out of resources.
@@ -124,6 +197,7 @@ impl Engine {
         let shared = Shared::new(Wake {
             waker,
             poll_fd: poll.as_raw_fd(),
+            queue: Mutex::new(Queue::default()),
         });
         let engine = Engine {
             poll,
@@ -133,60 +207,50 @@ impl Engine {
             opts,
             pending: Vec::new(),
             free: Vec::new(),
-            ready: VecDeque::new(),
-            last_accepted: None,
+            count: 0,
             shared: shared.clone(),
             backoff: Backoff::default(),
+            answers: AnswerTimes::default(),
             tcp: bound.address.family() == Family::Tcp,
             backlog: true,
-            failures: Vec::new(),
+            #[cfg(test)]
+            fail_next_register: false,
         };
         Ok((engine, shared, bound.address, bound.cleanup))
-    }
-
-    pub(super) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
     }
 
     pub(super) fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
 
-    /// Runs the handshakes until one completes or `deadline` passes. The
-    /// poll runs at least once, so a deadline of now makes this a
-    /// non-blocking step. `Ok(None)` is a pause: failures wait in
-    /// `failures` for the hook, which the caller runs outside the lock
-    /// before it calls again.
-    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Option<Accepted>> {
+    /// Runs the handshakes until a connection or a failure is queued, or
+    /// `deadline` passes. The poll runs at least once, so a deadline of now
+    /// makes this a non-blocking step.
+    pub(super) fn run(&mut self, deadline: Option<Instant>) -> Result<()> {
         let mut polled = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
                 self.drop_all_pending();
                 return Err(Error::Closed);
             }
-            if let Some(accepted) = self.ready.pop_front() {
-                self.last_accepted = accepted.peer.clone();
-                self.shared.accepted.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(accepted));
-            }
-            if !self.failures.is_empty() {
-                return Ok(None);
-            }
-            self.accept_new()?;
-            if !self.ready.is_empty() {
-                continue;
-            }
             let now = Instant::now();
             self.expire(now);
+            self.accept_new()?;
+            if self.shared.wake.has_work() {
+                return Ok(());
+            }
             if polled && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout);
             }
-            let wake_at = self
-                .pending_deadline()
-                .into_iter()
-                .chain(deadline)
-                .chain(self.backoff.until)
-                .min();
+            let wake_at = [
+                self.next_timeout(),
+                deadline,
+                self.backoff.until,
+                self.next_eviction(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(now));
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
@@ -207,12 +271,17 @@ impl Engine {
         }
     }
 
-    /// Accepts every waiting client, up to the pending cap.
+    /// Accepts every waiting client, making room by eviction when the
+    /// pending set is full, until the backlog is empty or nobody can be
+    /// evicted yet.
     fn accept_new(&mut self) -> Result<()> {
         if !self.backlog || self.backoff.until.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
-        while self.pending.len() - self.free.len() < self.opts.max_pending {
+        loop {
+            if self.count >= self.opts.max_pending && !self.evict_one(Instant::now()) {
+                return Ok(());
+            }
             let (socket, peer) = match sys::accept(&self.socket, self.key.is_some()) {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -237,34 +306,52 @@ impl Engine {
                 self.report(peer, e.into());
                 continue;
             }
-            let Some(key) = &self.key else {
-                self.promote(socket, peer, Vec::new());
-                continue;
-            };
-            let handshake = self.opts.handshake.start(Role::Server, key)?;
-            let slot = match self.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    self.pending.push(None);
-                    self.pending.len() - 1
+            let stream = match sys::Stream::from_socket(socket) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    self.report(peer, e.into());
+                    continue;
                 }
             };
-            let token = Token(FIRST_PENDING + slot);
-            self.poll.registry().register(
-                &mut SourceFd(&socket.as_raw_fd()),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            self.pending[slot] = Some(Pending {
-                socket,
+            let Some(key) = &self.key else {
+                self.queue_ready(stream, peer, Vec::new());
+                continue;
+            };
+            let now = Instant::now();
+            let handshake = self.opts.handshake.start(Role::Server, key, now)?;
+            // Registered before it takes a slot, so a registration that
+            // fails leaves no slot behind.
+            let slot = self.free.last().copied().unwrap_or(self.pending.len());
+            if let Err(e) = self.register(&stream, Token(FIRST_PENDING + slot)) {
+                self.report(peer, e.into());
+                continue;
+            }
+            let pending = Pending {
+                stream,
                 handshake,
-                deadline: Instant::now() + self.opts.handshake.timeout,
+                started: now,
                 peer,
                 early: Vec::new(),
-            });
+            };
+            match self.free.pop() {
+                Some(slot) => self.pending[slot] = Some(pending),
+                None => self.pending.push(Some(pending)),
+            }
+            self.count += 1;
             self.advance(slot);
         }
-        Ok(())
+    }
+
+    fn register(&mut self, stream: &sys::Stream, token: Token) -> io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_register) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.poll.registry().register(
+            &mut SourceFd(&stream.as_raw_fd()),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
 
     /// Moves one handshake as far as its socket allows.
@@ -272,17 +359,23 @@ impl Engine {
         let Some(p) = self.pending.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        match drive_nonblocking(p) {
-            Progress::Waiting => {}
-            Progress::Done => {
+        let proven = p.proven();
+        let step = handshake::step(&p.stream, &mut p.handshake, &mut p.early, Reads::Drain);
+        let answered = (!proven && p.proven()).then(|| p.started.elapsed());
+        if let Some(time) = answered {
+            self.answers.record(time);
+        }
+        match step {
+            Step::Wait(_) => {}
+            Step::Done => {
                 if let Some(p) = self.remove(slot) {
-                    match sys::set_nonblocking(&p.socket, false) {
-                        Ok(()) => self.promote(p.socket, p.peer, p.early),
+                    match p.stream.set_nonblocking(false) {
+                        Ok(()) => self.queue_ready(p.stream, p.peer, p.early),
                         Err(e) => self.report(p.peer, e.into()),
                     }
                 }
             }
-            Progress::Failed(e) => {
+            Step::Failed(e) => {
                 if let Some(p) = self.remove(slot) {
                     self.report(p.peer, Error::Auth(e));
                 }
@@ -290,15 +383,12 @@ impl Engine {
         }
     }
 
-    fn promote(&mut self, socket: Socket, peer: Option<Address>, early: Vec<u8>) {
-        match sys::Stream::from_socket(socket) {
-            Ok(stream) => self.ready.push_back(Accepted {
-                stream,
-                peer,
-                early,
-            }),
-            Err(e) => self.report(peer, e.into()),
-        }
+    fn queue_ready(&self, stream: sys::Stream, peer: Option<Address>, early: Vec<u8>) {
+        lock(&self.shared.wake.queue).ready.push_back(Accepted {
+            stream,
+            peer,
+            early,
+        });
     }
 
     fn remove(&mut self, slot: usize) -> Option<Pending> {
@@ -308,22 +398,70 @@ impl Engine {
         let _ = self
             .poll
             .registry()
-            .deregister(&mut SourceFd(&p.socket.as_raw_fd()));
+            .deregister(&mut SourceFd(&p.stream.as_raw_fd()));
         self.free.push(slot);
+        self.count -= 1;
         Some(p)
     }
 
-    fn pending_deadline(&self) -> Option<Instant> {
-        self.pending.iter().flatten().map(|p| p.deadline).min()
+    /// The unanswered client accepted longest ago, and when it may make
+    /// room for another.
+    fn eviction_candidate(&self) -> Option<(usize, Instant)> {
+        let grace = self
+            .answers
+            .grace(self.opts.handshake.first_message.unwrap_or(Duration::MAX));
+        let (slot, p) = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, p)| Some((slot, p.as_ref()?)))
+            .filter(|(_, p)| !p.proven())
+            .min_by_key(|(_, p)| p.started)?;
+        Some((slot, p.started.checked_add(grace)?))
     }
 
-    /// Fails every handshake whose deadline has passed.
+    /// Drops the eviction candidate if its grace period has passed.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        match self.eviction_candidate() {
+            Some((slot, at)) if at <= now => {
+                if let Some(p) = self.remove(slot) {
+                    self.shared.evicted.fetch_add(1, Ordering::Relaxed);
+                    self.report(p.peer, Error::Auth(AuthError::Evicted));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When a waiting client can next be given room by eviction.
+    fn next_eviction(&self) -> Option<Instant> {
+        if !self.backlog || self.count < self.opts.max_pending {
+            return None;
+        }
+        self.eviction_candidate().map(|(_, at)| at)
+    }
+
+    /// The nearest deadline of a pending handshake.
+    fn next_timeout(&self) -> Option<Instant> {
+        self.pending
+            .iter()
+            .flatten()
+            .filter_map(|p| p.handshake.poll_timeout())
+            .min()
+    }
+
+    /// Tells every pending handshake the time, and fails those past a deadline.
     fn expire(&mut self, now: Instant) {
         for slot in 0..self.pending.len() {
-            let late = self.pending[slot]
-                .as_ref()
-                .is_some_and(|p| p.deadline <= now);
-            if late && let Some(p) = self.remove(slot) {
+            let Some(p) = self.pending[slot].as_mut() else {
+                continue;
+            };
+            if p.handshake.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            p.handshake.handle_timeout(now);
+            if let Some(p) = self.remove(slot) {
                 self.report(p.peer, Error::Auth(AuthError::TimedOut));
             }
         }
@@ -333,68 +471,67 @@ impl Engine {
         for slot in 0..self.pending.len() {
             self.remove(slot);
         }
-        self.ready.clear();
+        lock(&self.shared.wake.queue).ready.clear();
     }
 
-    fn report(&mut self, peer: Option<Address>, error: Error) {
+    fn report(&self, peer: Option<Address>, error: Error) {
         self.shared.failed.fetch_add(1, Ordering::Relaxed);
         if self.opts.on_failure.is_some() {
-            self.failures.push(HandshakeFailure { peer, error });
+            lock(&self.shared.wake.queue)
+                .failures
+                .push(HandshakeFailure { peer, error });
         }
     }
 }
 
-/// Reads what the machine wants until the socket runs dry, then writes what
-/// it has to say in one go: a client that pipelined its challenge behind its
-/// answer gets `#WELCOME#` and our answer in a single write, one wake-up.
-fn drive_nonblocking(p: &mut Pending) -> Progress {
-    let mut buf = [0u8; READ_AHEAD];
-    loop {
-        let mut drained = false;
-        while matches!(p.handshake.status(), Status::InProgress) && p.handshake.wants() > 0 {
-            match io::Read::read(&mut &p.socket, &mut buf) {
-                Ok(0) => p.handshake.peer_closed(),
-                Ok(n) => {
-                    let used = p.handshake.feed(&buf[..n]);
-                    p.early.extend_from_slice(&buf[used..n]);
-                    // A short read emptied the socket. Linux's epoll reports
-                    // every later arrival as a new edge, so the read that
-                    // would only say EAGAIN can be skipped.
-                    if n < buf.len() && cfg!(any(target_os = "linux", target_os = "android")) {
-                        drained = true;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => p.handshake.peer_closed(),
-            }
-        }
-        while !p.handshake.output().is_empty() {
-            match sys_send(&p.socket, p.handshake.output()) {
-                Ok(n) => p.handshake.consume_output(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    return match p.handshake.status() {
-                        Status::Failed(e) => Progress::Failed(e.clone()),
-                        _ => Progress::Failed(AuthError::PeerClosed),
-                    };
-                }
-            }
-        }
-        match p.handshake.status() {
-            Status::Done => return Progress::Done,
-            Status::Failed(e) => return Progress::Failed(e.clone()),
-            Status::InProgress if drained => return Progress::Waiting,
-            Status::InProgress => {}
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
 
-fn sys_send(socket: &Socket, bytes: &[u8]) -> io::Result<usize> {
-    socket.send_with_flags(bytes, sys::SEND_FLAGS)
+    use super::*;
+    use crate::address::Address;
+
+    const KEY: &[u8] = b"listener engine test key";
+
+    fn engine(opts: ListenerOptions) -> Engine {
+        let address = Address::Tcp("127.0.0.1:0".parse().unwrap());
+        Engine::open(opts, &address, Some(AuthKey::new(KEY)))
+            .unwrap()
+            .0
+    }
+
+    fn local(engine: &Engine) -> std::net::SocketAddr {
+        engine.socket.local_addr().unwrap().as_socket().unwrap()
+    }
+
+    #[test]
+    fn a_failed_registration_returns_its_slot() {
+        let mut engine = engine(ListenerOptions::new().max_pending_handshakes(1));
+        let _first = TcpStream::connect(local(&engine)).unwrap();
+        engine.fail_next_register = true;
+        let _ = engine.run(Some(Instant::now()));
+        assert_eq!(engine.count, 0, "the failed client holds no slot");
+        assert_eq!(engine.shared.failed.load(Ordering::Relaxed), 1);
+        let _second = TcpStream::connect(local(&engine)).unwrap();
+        let _ = engine.run(Some(Instant::now()));
+        assert_eq!(engine.count, 1, "the next client takes the slot");
+    }
+
+    #[test]
+    fn the_grace_period_follows_proven_answer_times() {
+        let mut times = AnswerTimes::default();
+        let cap = Duration::from_secs(1);
+        assert_eq!(times.grace(cap), INITIAL_GRACE);
+        times.record(Duration::from_micros(300));
+        assert_eq!(times.grace(cap), MIN_GRACE);
+        times.record(Duration::from_millis(40));
+        assert_eq!(times.grace(cap), Duration::from_millis(80));
+        times.record(Duration::from_secs(10));
+        assert_eq!(times.grace(cap), cap);
+        for _ in 0..ANSWER_SAMPLES {
+            times.record(Duration::from_millis(1));
+        }
+        assert_eq!(times.grace(cap), MIN_GRACE, "old samples age out");
+        assert_eq!(times.grace(Duration::MAX), MIN_GRACE);
+    }
 }

@@ -6,7 +6,7 @@
 //! which is what `wait()` watches.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error};
+use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::Address;
-use crate::error::{AuthError, Error, Result};
-use crate::handshake::{HandshakeOptions, READ_AHEAD};
+use crate::error::{Error, Result};
+use crate::handshake::{self, HandshakeOptions, READ_AHEAD};
 use crate::key::AuthKey;
-use crate::proto::auth::{Role, Status};
+use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
-use crate::sys::{self, Event, Interest, Pipe};
+use crate::sys::{self, Event, Pipe};
 
 /// What the listener's threads share.
 pub(super) struct Wake {
@@ -45,7 +45,9 @@ struct State {
 }
 
 impl Wake {
-    pub(super) fn wake(&self) {
+    /// Stops the acceptor for good and wakes every thread that waits on
+    /// the listener: what `close()` and dropping do.
+    pub(super) fn stop(&self) {
         self.stop.set();
         self.changed.notify_all();
     }
@@ -55,7 +57,31 @@ impl Wake {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
+    }
+
+    pub(super) fn pop_ready(&self) -> Option<Accepted> {
+        let mut state = self.lock();
+        let accepted = state.ready.pop_front();
+        if state.ready.is_empty() && state.failures.is_empty() {
+            self.ready_event.reset();
+        }
+        accepted
+    }
+
+    pub(super) fn take_failures(&self) -> Vec<HandshakeFailure> {
+        let mut state = self.lock();
+        let failures = std::mem::take(&mut state.failures);
+        if state.ready.is_empty() {
+            self.ready_event.reset();
+        }
+        failures
+    }
+
+    /// A connection to hand out, or a failure for the hook.
+    pub(super) fn has_work(&self) -> bool {
+        let state = self.lock();
+        !state.ready.is_empty() || !state.failures.is_empty()
     }
 }
 
@@ -77,9 +103,6 @@ struct Context {
 
 /// The listener's side: the queue is in `Wake`, shared with the threads.
 pub(super) struct Engine {
-    pub(super) opts: ListenerOptions,
-    pub(super) last_accepted: Option<Address>,
-    pub(super) failures: Vec<HandshakeFailure>,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -135,48 +158,25 @@ impl Engine {
                 Source::Pipe { name, spare } => accept_pipes(&name, *spare, &ctx),
             })?;
         let engine = Engine {
-            opts,
-            last_accepted: None,
-            failures: Vec::new(),
             shared: shared.clone(),
             acceptor: Some(acceptor),
         };
         Ok((engine, shared, bound, cleanup))
     }
 
-    /// A client to hand out, or a failure for the hook.
-    pub(super) fn has_ready(&self) -> bool {
-        let state = self.shared.wake.lock();
-        !state.ready.is_empty() || !state.failures.is_empty()
-    }
-
-    /// Waits for a client that finished its handshake, until `deadline`.
-    /// `Ok(None)` is a pause: failures wait in `failures` for the hook,
-    /// which the caller runs outside the lock before it calls again.
-    pub(super) fn accept(&mut self, deadline: Option<Instant>) -> Result<Option<Accepted>> {
+    /// Waits until a client has finished its handshake or a failure waits
+    /// for the hook (both in the queue), or `deadline` passes.
+    pub(super) fn run(&mut self, deadline: Option<Instant>) -> Result<()> {
         let wake = &self.shared.wake;
         let mut state = wake.lock();
         loop {
-            self.failures.append(&mut state.failures);
-            if state.ready.is_empty() {
-                // Nothing left to hand out: reported failures were the work.
-                wake.ready_event.reset();
-            }
             if self.shared.closed.load(Ordering::SeqCst) {
                 state.ready.clear();
                 wake.ready_event.reset();
                 return Err(Error::Closed);
             }
-            if let Some(accepted) = state.ready.pop_front() {
-                if state.ready.is_empty() && state.failures.is_empty() {
-                    wake.ready_event.reset();
-                }
-                self.last_accepted = accepted.peer.clone();
-                self.shared.accepted.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(accepted));
-            }
-            if !self.failures.is_empty() {
-                return Ok(None);
+            if !state.ready.is_empty() || !state.failures.is_empty() {
+                return Ok(());
             }
             if let Some(e) = state.error.take() {
                 return Err(e.into());
@@ -200,7 +200,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shared.wake.wake();
+        self.shared.wake.stop();
         if let Some(acceptor) = self.acceptor.take() {
             // The acceptor ends on the stop event; a panic there is already
             // reported by the panic hook.
@@ -372,44 +372,13 @@ fn accept_pipes(name: &str, mut spare: Pipe, ctx: &Context) {
 }
 
 /// The server's handshake over a blocking stream, within the handshake
-/// deadline; returns the bytes read past its last message.
+/// deadlines; returns the bytes read past its last message.
 fn handshake(stream: &sys::Stream, opts: &HandshakeOptions, key: &AuthKey) -> Result<Vec<u8>> {
-    let mut hs = opts.start(Role::Server, key)?;
+    let mut hs = opts.start(Role::Server, key, Instant::now())?;
     // Handshake messages are small: a client that sends a large one must
     // not make a named pipe buffer it.
     stream.set_read_limit(READ_AHEAD as u64);
-    let deadline = Instant::now().checked_add(opts.timeout);
-    let mut buf = vec![0u8; READ_AHEAD];
     let mut early = Vec::new();
-    loop {
-        while !hs.output().is_empty() {
-            match stream.write_vectored(&[IoSlice::new(hs.output())]) {
-                Ok(n) => hs.consume_output(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // A verdict the peer cannot read any more is no loss.
-                    let n = hs.output().len();
-                    hs.consume_output(n);
-                    if !matches!(hs.status(), Status::Failed(_)) {
-                        return Err(Error::Auth(AuthError::PeerClosed));
-                    }
-                }
-            }
-        }
-        match hs.status() {
-            Status::Done => return Ok(early),
-            Status::Failed(e) => return Err(Error::Auth(e.clone())),
-            Status::InProgress => {}
-        }
-        if !stream.wait(Interest::Readable, deadline)? {
-            return Err(Error::Auth(AuthError::TimedOut));
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => hs.peer_closed(),
-            Ok(n) => {
-                let used = hs.feed(&buf[..n]);
-                early.extend_from_slice(&buf[used..n]);
-            }
-        }
-    }
+    handshake::drive_blocking(stream, &mut hs, &mut early)?;
+    Ok(early)
 }

@@ -20,6 +20,21 @@
 //! CPython's client sends its challenge only after reading `#WELCOME#`; this
 //! client sends it together with its answer, which removes two one-way trips
 //! and is invisible to a CPython server (it reads one message at a time).
+//!
+//! **Deadlines** live in the machine, as quinn-proto's timers do: a driver
+//! asks [`Handshake::poll_timeout`] when the machine next needs time, and
+//! calls [`Handshake::handle_timeout`] once that moment has passed. There is
+//! a deadline for the whole exchange, and a shorter one for the peer's first
+//! message, so that a silent peer is told apart from a slow one early.
+//!
+//! **Reflection.** The 40 random bytes of a challenge end in a 16-byte tag,
+//! an HMAC of the first 24 under the key and the sender's role. CPython
+//! treats the bytes as opaque. A machine refuses to answer a challenge that
+//! carries its own role's tag ([`AuthError::Reflected`]): a keyless listener
+//! that forwards one client's challenge to another client, hoping it answers
+//! as a server would, gets nothing from an mpconn client.
+
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac, SimpleHmac};
 
@@ -29,6 +44,14 @@ use crate::key::AuthKey;
 
 /// Length of the random part of a challenge (CPython's `MESSAGE_LENGTH`).
 pub const NONCE_LEN: usize = 40;
+/// Of the nonce, the bytes that are random; the rest is the role tag.
+pub const RANDOM_LEN: usize = 24;
+/// The role tag at the end of an mpconn nonce.
+const TAG_LEN: usize = NONCE_LEN - RANDOM_LEN;
+/// What the role tag's HMAC covers before the role and the random bytes. It
+/// cannot begin a challenge message (those begin with `{`), so no answer to
+/// a challenge is ever a tag.
+const TAG_CONTEXT: &[u8] = b"mpconn challenge role tag v1";
 /// The largest handshake message either side reads.
 pub const MAX_MESSAGE: usize = 256;
 
@@ -133,6 +156,16 @@ impl Default for AuthPolicy {
     }
 }
 
+/// The deadlines of one handshake, counted from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole exchange.
+    pub total: Duration,
+    /// The peer's first message (the server's challenge, or the client's
+    /// answer to it). `None`: only the total applies.
+    pub first_message: Option<Duration>,
+}
+
 /// Which side of the handshake a machine plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -178,6 +211,12 @@ pub struct Handshake {
     /// The incoming frame, header and payload, as far as it has arrived.
     input: Vec<u8>,
     output: Vec<u8>,
+    /// When the exchange must have finished; `None`: never.
+    total_deadline: Option<Instant>,
+    /// When the peer's first message must have arrived; cleared by it.
+    first_deadline: Option<Instant>,
+    /// Whole messages taken from the peer.
+    received: u32,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -191,14 +230,23 @@ impl std::fmt::Debug for Handshake {
 }
 
 impl Handshake {
-    /// Starts a handshake. The server's challenge is queued at once; the
-    /// client waits for the server's.
-    pub fn new(role: Role, key: AuthKey, policy: AuthPolicy, nonce: [u8; NONCE_LEN]) -> Self {
+    /// Starts a handshake at `now`. The server's challenge is queued at
+    /// once; the client waits for the server's. `random` becomes the first
+    /// bytes of our nonce, and the role tag the rest.
+    pub fn new(
+        role: Role,
+        key: AuthKey,
+        policy: AuthPolicy,
+        random: [u8; RANDOM_LEN],
+        now: Instant,
+        timeouts: Timeouts,
+    ) -> Self {
         let mut ours = Vec::with_capacity(16 + NONCE_LEN);
         ours.push(b'{');
         ours.extend_from_slice(policy.challenge_digest.name().as_bytes());
         ours.push(b'}');
-        ours.extend_from_slice(&nonce);
+        ours.extend_from_slice(&random);
+        ours.extend_from_slice(&role_tag(&key, role, &random));
         let mut hs = Handshake {
             role,
             key,
@@ -208,6 +256,9 @@ impl Handshake {
             status: Status::InProgress,
             input: Vec::with_capacity(MAX_HEADER + MAX_MESSAGE),
             output: Vec::with_capacity(128),
+            total_deadline: now.checked_add(timeouts.total),
+            first_deadline: timeouts.first_message.and_then(|d| now.checked_add(d)),
+            received: 0,
         };
         match role {
             Role::Server => {
@@ -219,9 +270,44 @@ impl Handshake {
         hs
     }
 
+    /// The challenge message this side delivers (`{digest}` and the
+    /// nonce): what the peer must MAC.
+    pub fn challenge_message(&self) -> &[u8] {
+        &self.ours
+    }
+
     /// The verdict so far.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// When the machine next needs [`handle_timeout`](Self::handle_timeout):
+    /// the nearer of its deadlines while it runs, `None` once it has ended
+    /// (or when no deadline is set).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        // An ended machine needs no time.
+        self.expect?;
+        match (self.total_deadline, self.first_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Tells the machine that time has reached `now`: past a deadline, a
+    /// running handshake fails with [`AuthError::TimedOut`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.fail(AuthError::TimedOut);
+        }
+    }
+
+    /// How many whole messages the peer has sent so far.
+    #[cfg_attr(
+        not(unix),
+        allow(dead_code, reason = "only the Unix listener engine evicts")
+    )]
+    pub fn messages_received(&self) -> u32 {
+        self.received
     }
 
     /// Whether the next message expected is the peer's verdict on our answer.
@@ -296,6 +382,8 @@ impl Handshake {
         }
         let message = self.input.split_off(header.header_len);
         self.input.clear();
+        self.received = self.received.saturating_add(1);
+        self.first_deadline = None;
         match self.expect {
             Some(Expect::Challenge) => self.on_challenge(&message),
             Some(Expect::Response) => self.on_response(&message),
@@ -308,6 +396,9 @@ impl Handshake {
         let Some(challenge) = message.strip_prefix(CHALLENGE) else {
             return Err(AuthError::Malformed("expected #CHALLENGE#"));
         };
+        if self.carries_our_role_tag(challenge) {
+            return Err(AuthError::Reflected);
+        }
         let answer = self.answer(challenge)?;
         self.queue(&answer);
         if self.role == Role::Client {
@@ -316,6 +407,18 @@ impl Handshake {
         }
         self.expect = Some(Expect::Verdict);
         Ok(())
+    }
+
+    /// Whether `challenge` ends in a nonce that a machine of our own role
+    /// made with our key: a challenge of one of our peers, reflected to us.
+    fn carries_our_role_tag(&self, challenge: &[u8]) -> bool {
+        let Some(start) = challenge.len().checked_sub(NONCE_LEN) else {
+            return false;
+        };
+        let (random, tag) = challenge[start..].split_at(RANDOM_LEN);
+        role_tag_mac(&self.key, self.role, random)
+            .verify_truncated_left(tag)
+            .is_ok()
     }
 
     /// The MAC a peer holding our key would send for `challenge`.
@@ -422,6 +525,29 @@ impl Handshake {
         self.input.clear();
         self.status = Status::Failed(e);
     }
+}
+
+/// The HMAC behind a role tag, before truncation: HMAC-SHA256 under the key
+/// of the context, the role and the random bytes.
+fn role_tag_mac(key: &AuthKey, role: Role, random: &[u8]) -> Hmac<sha2::Sha256> {
+    // HMAC takes keys of any length; new_from_slice cannot fail.
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes())
+        .unwrap_or_else(|_| unreachable!());
+    mac.update(TAG_CONTEXT);
+    mac.update(match role {
+        Role::Server => b"S",
+        Role::Client => b"C",
+    });
+    mac.update(random);
+    mac
+}
+
+/// The tag that ends a nonce made by a machine of `role`.
+fn role_tag(key: &AuthKey, role: Role, random: &[u8]) -> [u8; TAG_LEN] {
+    let full = role_tag_mac(key, role, random).finalize().into_bytes();
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&full[..TAG_LEN]);
+    tag
 }
 
 /// CPython's `_MAX_DIGEST_LEN`: the longest name it looks for between braces.

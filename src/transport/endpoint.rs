@@ -59,4 +59,7 @@ impl ByteStream for Endpoint {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
+    fn quick_ack(&self) {
+        self.stream.quick_ack()
+    }
 }

@@ -34,6 +34,9 @@ pub(crate) trait ByteStream {
     fn is_closed(&self) -> bool {
         false
     }
+    /// Asks for the peer's next segments to be acknowledged at once (TCP on
+    /// Linux); nothing elsewhere.
+    fn quick_ack(&self) {}
 }
 
 impl ByteStream for sys::Stream {
@@ -51,6 +54,9 @@ impl ByteStream for sys::Stream {
     }
     fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
         sys::Stream::wait(self, interest, deadline)
+    }
+    fn quick_ack(&self) {
+        sys::Stream::quick_ack(self)
     }
 }
 

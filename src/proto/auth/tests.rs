@@ -2,12 +2,27 @@ use super::*;
 
 const KEY: &[u8] = b"0123456789abcdef-shared";
 
+const TIMEOUTS: Timeouts = Timeouts {
+    total: Duration::from_secs(5),
+    first_message: Some(Duration::from_secs(1)),
+};
+
 fn machine(role: Role, key: &[u8], policy: AuthPolicy) -> Handshake {
-    let nonce = match role {
-        Role::Server => [1; NONCE_LEN],
-        Role::Client => [2; NONCE_LEN],
+    machine_at(role, key, policy, Instant::now(), TIMEOUTS)
+}
+
+fn machine_at(
+    role: Role,
+    key: &[u8],
+    policy: AuthPolicy,
+    now: Instant,
+    timeouts: Timeouts,
+) -> Handshake {
+    let random = match role {
+        Role::Server => [1; RANDOM_LEN],
+        Role::Client => [2; RANDOM_LEN],
     };
-    Handshake::new(role, AuthKey::new(key), policy, nonce)
+    Handshake::new(role, AuthKey::new(key), policy, random, now, timeouts)
 }
 
 /// Moves bytes between the two machines, in chunks of `chunk`, until neither
@@ -278,4 +293,123 @@ fn a_verdict_other_than_welcome_is_a_rejection() {
             "{verdict:?}"
         );
     }
+}
+
+/// The challenge a machine delivers, without the `#CHALLENGE#` prefix.
+fn challenge_of(hs: &Handshake) -> Vec<u8> {
+    hs.challenge_message().to_vec()
+}
+
+#[test]
+fn a_client_refuses_to_answer_another_clients_challenge() {
+    // Client A answers a rogue's challenge and sends its own, which the
+    // rogue forwards to client B as if it were a listener's.
+    let mut a = machine(Role::Client, KEY, AuthPolicy::default());
+    a.feed(&frame(&[CHALLENGE, b"{sha256}", &[3; NONCE_LEN]].concat()));
+    let a_challenge = challenge_of(&a);
+    let mut b = machine(Role::Client, KEY, AuthPolicy::default());
+    b.feed(&frame(&[CHALLENGE, &a_challenge].concat()));
+    assert_eq!(b.status(), &Status::Failed(AuthError::Reflected));
+    assert!(b.output().is_empty(), "no answer leaves B");
+
+    // A listener's challenge, and one without a tag (CPython's), are answered.
+    let server = machine(Role::Server, KEY, AuthPolicy::default());
+    let mut c = machine(Role::Client, KEY, AuthPolicy::default());
+    c.feed(&frame(&[CHALLENGE, &challenge_of(&server)].concat()));
+    assert_eq!(c.status(), &Status::InProgress);
+    let mut d = machine(Role::Client, KEY, AuthPolicy::default());
+    d.feed(&frame(&[CHALLENGE, b"{sha256}", &[9; NONCE_LEN]].concat()));
+    assert_eq!(d.status(), &Status::InProgress);
+}
+
+#[test]
+fn a_listener_refuses_to_answer_another_listeners_challenge() {
+    let other = machine(Role::Server, KEY, AuthPolicy::default());
+    let mut server = machine(Role::Server, KEY, AuthPolicy::default());
+    let ours = server.challenge_message().to_vec();
+    server.consume_output(usize::MAX);
+    let answer = [b"{sha256}".as_slice(), &Digest::Sha256.mac(KEY, &ours)].concat();
+    server.feed(&frame(&answer));
+    assert_eq!(server.status(), &Status::InProgress);
+    server.consume_output(usize::MAX);
+    server.feed(&frame(&[CHALLENGE, &challenge_of(&other)].concat()));
+    assert_eq!(server.status(), &Status::Failed(AuthError::Reflected));
+}
+
+#[test]
+fn role_tags_depend_on_the_key_and_the_random_bytes() {
+    let a = machine(Role::Client, KEY, AuthPolicy::default());
+    let b = machine(
+        Role::Client,
+        b"another key of sixteen",
+        AuthPolicy::default(),
+    );
+    assert_ne!(challenge_of(&a), challenge_of(&b));
+    // With another key the tag is not ours: B answers A's challenge (and
+    // the answer is worthless to anyone holding A's key).
+    let mut b = machine(
+        Role::Client,
+        b"another key of sixteen",
+        AuthPolicy::default(),
+    );
+    b.feed(&frame(&[CHALLENGE, &challenge_of(&a)].concat()));
+    assert_eq!(b.status(), &Status::InProgress);
+    let nonce = &challenge_of(&a)["{sha256}".len()..];
+    assert_eq!(nonce.len(), NONCE_LEN);
+    assert_eq!(&nonce[..RANDOM_LEN], &[2; RANDOM_LEN]);
+}
+
+#[test]
+fn a_silent_peer_fails_at_the_first_message_deadline() {
+    let t0 = Instant::now();
+    let mut server = machine_at(Role::Server, KEY, AuthPolicy::default(), t0, TIMEOUTS);
+    assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    server.handle_timeout(t0 + Duration::from_millis(999));
+    assert_eq!(server.status(), &Status::InProgress);
+    server.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(server.status(), &Status::Failed(AuthError::TimedOut));
+    assert_eq!(
+        server.poll_timeout(),
+        None,
+        "an ended machine needs no time"
+    );
+}
+
+#[test]
+fn the_first_message_lifts_the_short_deadline() {
+    let t0 = Instant::now();
+    let mut server = machine_at(Role::Server, KEY, AuthPolicy::default(), t0, TIMEOUTS);
+    let mut client = machine_at(Role::Client, KEY, AuthPolicy::default(), t0, TIMEOUTS);
+    let out = server.output().to_vec();
+    server.consume_output(out.len());
+    client.feed(&out);
+    let out = client.output().to_vec();
+    client.consume_output(out.len());
+    server.feed(&out);
+    // The client's answer, and its challenge right behind it.
+    assert_eq!(server.messages_received(), 2);
+    assert_eq!(server.status(), &Status::InProgress);
+    assert_eq!(server.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    server.handle_timeout(t0 + Duration::from_secs(4));
+    assert_eq!(server.status(), &Status::InProgress);
+    server.handle_timeout(t0 + Duration::from_secs(5));
+    assert_eq!(server.status(), &Status::Failed(AuthError::TimedOut));
+}
+
+#[test]
+fn durations_beyond_an_instant_mean_no_deadline() {
+    let forever = Timeouts {
+        total: Duration::MAX,
+        first_message: Some(Duration::MAX),
+    };
+    let mut server = machine_at(
+        Role::Server,
+        KEY,
+        AuthPolicy::default(),
+        Instant::now(),
+        forever,
+    );
+    assert_eq!(server.poll_timeout(), None);
+    server.handle_timeout(Instant::now() + Duration::from_secs(86_400 * 365));
+    assert_eq!(server.status(), &Status::InProgress);
 }
