@@ -411,7 +411,7 @@ impl<T: Trust> Listener<T> {
     /// are dropped. The socket and its file go when the listener is dropped.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.wake.wake();
+        self.shared.wake.stop();
     }
 
     fn lock(&self) -> MutexGuard<'_, Engine> {

@@ -33,7 +33,8 @@ pub(super) struct Wake {
 }
 
 impl Wake {
-    pub(super) fn wake(&self) {
+    /// Wakes the thread inside `accept()` to find the listener closed.
+    pub(super) fn stop(&self) {
         // A failed wake-up only means the poll is already gone.
         let _ = self.waker.wake();
     }
