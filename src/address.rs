@@ -60,15 +60,16 @@ pub enum Family {
     Pipe,
 }
 
-/// Directories made by [`Address::arbitrary`] start with this; a listener
-/// removes such a directory when it removes its socket and the directory is empty.
-pub(crate) const PRIVATE_DIR_PREFIX: &str = "mpconn-";
-
 impl Address {
     /// A fresh address nobody uses yet, like CPython's `arbitrary_address`:
     /// TCP port 0 on 127.0.0.1 (the listener reports the real port), a
     /// socket path in a new directory only this user can enter, or a named
     /// pipe with a random name.
+    ///
+    /// The first listener bound inside such a directory by the process that
+    /// made it removes it when dropped, if the directory is empty then. A
+    /// directory nobody binds in stays, and so does one only other processes
+    /// bind in (a child forked after the call counts as the same process).
     ///
     /// # Errors
     /// [`Error::Io`] when the temporary directory cannot be created.
@@ -79,9 +80,8 @@ impl Address {
                 0,
             ))),
             Family::Unix => {
-                let dir =
-                    std::env::temp_dir().join(format!("{PRIVATE_DIR_PREFIX}{}", random_hex()?));
-                create_private_dir(&dir)?;
+                let dir = std::env::temp_dir().join(format!("mpconn-{}", random_hex()?));
+                crate::socket::unix_path::create_private_dir(&dir)?;
                 Ok(Address::Unix(dir.join("listener.sock")))
             }
             Family::Pipe => Ok(Address::Pipe(format!(
@@ -130,19 +130,6 @@ fn random_hex() -> Result<String> {
     let mut bytes = [0u8; 8];
     fill_random(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir(dir)?;
-    Ok(())
 }
 
 impl FromStr for Address {

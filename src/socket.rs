@@ -191,48 +191,113 @@ fn abstract_addr(_name: &str) -> Result<SockAddr> {
 #[cfg(unix)]
 pub(crate) mod unix_path {
     //! Socket files: created 0600, never truncated, never clobbered, removed
-    //! by their own listener only.
+    //! by their own listener only. The private directories of
+    //! `Address::arbitrary`: removed by the one listener that claimed them,
+    //! known by identity (device and inode), never by name.
 
     use std::fs;
     use std::io;
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
     use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, PoisonError};
 
     use socket2::{Domain, SockAddr, Socket, Type};
 
     use super::{BindOptions, Bound};
-    use crate::address::{Address, PRIVATE_DIR_PREFIX};
+    use crate::address::Address;
     use crate::error::{AddressError, Result};
 
     /// The socket file a listener created, identified by inode so that a
-    /// file another listener has since put at the same path is left alone.
+    /// file another listener has since put at the same path is left alone,
+    /// and the private directory around it if this listener claimed one.
     #[derive(Debug)]
     pub(crate) struct SocketFile {
         path: PathBuf,
         dev: u64,
         ino: u64,
+        dir: Option<MadeDir>,
     }
 
     impl Drop for SocketFile {
         fn drop(&mut self) {
             let ours = fs::symlink_metadata(&self.path)
                 .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
-            if !ours {
-                return;
+            if ours {
+                let _ = fs::remove_file(&self.path);
             }
-            let _ = fs::remove_file(&self.path);
-            // A directory made by Address::arbitrary goes too, once empty.
-            if let Some(dir) = self.path.parent() {
-                let private = dir.parent() == Some(std::env::temp_dir().as_path())
-                    && dir
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(PRIVATE_DIR_PREFIX));
-                if private {
-                    let _ = fs::remove_dir(dir);
-                }
+            // remove_dir fails on a directory that is not empty: anything
+            // put there since stays, and the directory with it.
+            if let Some(dir) = &self.dir
+                && dir.is_still_there()
+            {
+                let _ = fs::remove_dir(&dir.path);
             }
         }
+    }
+
+    /// A directory this process made, as it was when made.
+    #[derive(Debug)]
+    struct MadeDir {
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+    }
+
+    impl MadeDir {
+        /// Whether `path` still names this very directory, not a directory
+        /// put in its place nor a symlink.
+        fn is_still_there(&self) -> bool {
+            fs::symlink_metadata(&self.path)
+                .is_ok_and(|m| m.is_dir() && m.dev() == self.dev && m.ino() == self.ino)
+        }
+    }
+
+    /// The private directories made by `Address::arbitrary` in this process
+    /// that no listener has claimed yet. Another process that is handed such
+    /// a path has none of them here, so it never removes the directory.
+    static UNCLAIMED: Mutex<Vec<MadeDir>> = Mutex::new(Vec::new());
+
+    fn unclaimed() -> std::sync::MutexGuard<'static, Vec<MadeDir>> {
+        // The list is consistent between any two statements, so a panic
+        // elsewhere while it was held leaves nothing half done.
+        UNCLAIMED.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates `dir`, mode 0700, and records it as one a listener may claim.
+    pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+        fs::DirBuilder::new().mode(0o700).create(dir)?;
+        let meta = match fs::symlink_metadata(dir) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_dir(dir);
+                return Err(e);
+            }
+        };
+        unclaimed().push(MadeDir {
+            path: dir.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
+        Ok(())
+    }
+
+    /// Takes the directory that holds the socket file at `socket` out of the
+    /// unclaimed ones, if it is one of them: the listener bound there owns
+    /// it from now on, and a second listener in the same directory does not.
+    fn claim_dir(socket: &Path) -> Option<MadeDir> {
+        let parent = match socket.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Followed through symlinks: the directory the socket is really in.
+        let meta = fs::metadata(parent).ok()?;
+        let same_inode: Vec<MadeDir> = unclaimed()
+            .extract_if(.., |d| d.dev == meta.dev() && d.ino == meta.ino())
+            .collect();
+        // Records of directories since removed, whose inode the file system
+        // gave to this one, go with the claim; at most one record is of this
+        // very directory, as two directories that exist never share an inode.
+        same_inode.into_iter().find(MadeDir::is_still_there)
     }
 
     /// The longest path `sun_path` holds, without its terminating NUL.
@@ -286,6 +351,7 @@ pub(crate) mod unix_path {
                 path: path.to_path_buf(),
                 dev: meta.dev(),
                 ino: meta.ino(),
+                dir: claim_dir(path),
             }),
         })
     }
@@ -310,10 +376,40 @@ pub(crate) mod unix_path {
             Err(e) => Err(e.into()),
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::address::Family;
+
+        #[test]
+        fn one_listener_owns_an_arbitrary_directory() {
+            let Address::Unix(path) = Address::arbitrary(Family::Unix).unwrap() else {
+                panic!()
+            };
+            let opts = BindOptions {
+                backlog: 1,
+                reclaim_stale_socket: false,
+            };
+            let first = bind(&path, opts).unwrap().cleanup.unwrap();
+            let second = bind(&path.with_file_name("second.sock"), opts)
+                .unwrap()
+                .cleanup
+                .unwrap();
+            assert!(first.dir.is_some());
+            assert!(second.dir.is_none());
+            let dir = path.parent().unwrap().to_path_buf();
+            drop(second);
+            assert!(dir.is_dir());
+            drop(first);
+            assert!(!dir.exists());
+        }
+    }
 }
 
 #[cfg(not(unix))]
 pub(crate) mod unix_path {
+    use std::io;
     use std::path::Path;
 
     use super::{BindOptions, Bound};
@@ -321,6 +417,11 @@ pub(crate) mod unix_path {
 
     #[derive(Debug)]
     pub(crate) struct SocketFile;
+
+    /// Creates `dir`; no listener here binds inside it, so none removes it.
+    pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+        std::fs::create_dir(dir)
+    }
 
     pub(crate) fn check_len(_path: &Path) -> Result<()> {
         Err(AddressError::Unsupported("unix socket").into())

@@ -465,6 +465,9 @@ fn a_rebound_path_is_left_to_its_new_owner() {
     );
     drop(second);
     assert!(!path.exists());
+    // The directory was the first listener's, and it still held the second
+    // one's socket when the first went, so it stays.
+    std::fs::remove_dir(path.parent().unwrap()).unwrap();
 }
 
 #[cfg(unix)]
@@ -521,6 +524,75 @@ fn arbitrary_unix_addresses_serve_and_vanish() {
     client.join().unwrap();
     drop(listener);
     assert!(!dir.exists(), "private directory left behind");
+}
+
+/// A directory named like the private ones of `Address::arbitrary`, right
+/// under the temporary directory, that the user made: a listener bound in it
+/// leaves it in place, whether or not anything else is in it.
+#[cfg(unix)]
+#[test]
+fn a_directory_the_listener_did_not_make_survives_it() {
+    let _w = watchdog(20);
+    for other_file in [false, true] {
+        let dir =
+            std::env::temp_dir().join(format!("mpconn-user-{}-{other_file}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        if other_file {
+            std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        }
+        let path = dir.join("listener.sock");
+        drop(Listener::bind(&path, KEY).unwrap());
+        assert!(!path.exists(), "socket file left behind");
+        assert!(dir.is_dir(), "the listener removed {}", dir.display());
+        if other_file {
+            assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"mine");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The private directory of `Address::arbitrary` belongs to the process that
+/// made it: another process bound in it leaves it in place, and so does a
+/// listener whose directory was replaced by another at the same path.
+#[cfg(unix)]
+#[test]
+fn an_arbitrary_directory_is_removed_only_by_its_makers_listener() {
+    const PATH_VAR: &str = "MPCONN_TEST_SOCKET_PATH";
+    if common::child_role().as_deref() == Some("bind-and-drop") {
+        let path = std::env::var_os(PATH_VAR).unwrap();
+        drop(Listener::bind(std::path::Path::new(&path), KEY).unwrap());
+        return;
+    }
+    let _w = watchdog(30);
+    let Address::Unix(path) = Address::arbitrary(Family::Unix).unwrap() else {
+        panic!()
+    };
+    let dir = path.parent().unwrap().to_path_buf();
+    let child = common::spawn_child(
+        "an_arbitrary_directory_is_removed_only_by_its_makers_listener",
+        "bind-and-drop",
+        std::process::Stdio::null(),
+        &[(PATH_VAR, path.to_str().unwrap())],
+    );
+    common::expect_success(child);
+    assert!(!path.exists(), "the child left its socket file");
+    assert!(dir.is_dir(), "another process removed the directory");
+
+    // Swapped, socket file and all, for a directory of the same name while
+    // the listener ran: the socket file is still the listener's own.
+    let listener = Listener::bind(&path, KEY).unwrap();
+    let moved = dir.with_extension("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::rename(moved.join("listener.sock"), &path).unwrap();
+    drop(listener);
+    assert!(!path.exists(), "socket file left behind");
+    assert!(
+        dir.is_dir(),
+        "the listener removed a directory it did not make"
+    );
+    std::fs::remove_dir(&dir).unwrap();
+    std::fs::remove_dir(&moved).unwrap();
 }
 
 #[cfg(target_os = "linux")]

@@ -63,7 +63,7 @@ struct Queue {
 }
 
 impl Wake {
-    /// Wakes the thread inside `accept()`, which then sees the closed flag.
+    /// Wakes the thread inside `accept()` to find the listener closed.
     pub(super) fn stop(&self) {
         // A failed wake-up only means the poll is already gone.
         let _ = self.waker.wake();

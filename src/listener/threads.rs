@@ -24,13 +24,20 @@ use crate::socket::{self, unix_path::SocketFile};
 use crate::sys::{self, Event, Pipe};
 
 /// What the listener's threads share.
+///
+/// Every change a thread may wait on `changed` for (the queue, the
+/// failures, `pending`, `error`, the stop event) is made with `state`
+/// locked and then notified; `close()` sets `closed` before `stop()` takes
+/// the lock. A waiter looks and starts waiting without letting go of the
+/// lock, so no change and no notification falls between its look and its
+/// wait, and no wait needs a timeout to look again.
 pub(super) struct Wake {
     state: Mutex<State>,
     changed: Condvar,
     /// Signalled while a finished client waits in `ready`, or a failure
     /// waits for the hook.
     ready_event: Event,
-    /// Signalled by `close()`: the acceptor stops.
+    /// Signalled by `stop()`, for good: the acceptor ends.
     stop: Event,
 }
 
@@ -45,9 +52,11 @@ struct State {
 }
 
 impl Wake {
-    /// Stops the acceptor for good and wakes every thread that waits on
-    /// the listener: what `close()` and dropping do.
+    /// Stops the engine for good: the acceptor ends, and every thread
+    /// waiting on `changed` (in `accept()`, or the acceptor waiting for
+    /// room) wakes to find it stopped.
     pub(super) fn stop(&self) {
+        let _state = self.lock();
         self.stop.set();
         self.changed.notify_all();
     }
@@ -218,7 +227,8 @@ impl Context {
                 .is_some()
     }
 
-    /// Waits until fewer than `max_pending` handshakes run; `false` once stopped.
+    /// Waits until fewer than `max_pending` handshakes run; `false` once
+    /// stopped. Woken by `finish()` and `stop()`, as `Wake` says.
     fn wait_for_room(&self) -> bool {
         let wake = &self.shared.wake;
         let mut state = wake.lock();
@@ -226,13 +236,7 @@ impl Context {
             if self.stopped() {
                 return false;
             }
-            // wake() signals without taking the lock, so a wake-up can slip
-            // in between the check and the wait: look again now and then.
-            state = wake
-                .changed
-                .wait_timeout(state, Duration::from_millis(100))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = wake.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         !self.stopped()
     }
@@ -381,4 +385,51 @@ fn handshake(stream: &sys::Stream, opts: &HandshakeOptions, key: &AuthKey) -> Re
     let mut early = Vec::new();
     handshake::drive_blocking(stream, &mut hs, &mut early)?;
     Ok(early)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `accept()` and the acceptor waiting for room look whether the
+    /// listener is closed, then wait on `changed`, holding the lock in
+    /// between; this test is such a waiter. A `close()` that comes in
+    /// between must still wake it: `stop()` cannot notify before the waiter
+    /// waits.
+    #[test]
+    fn a_stop_between_the_look_and_the_wait_wakes_the_waiter() {
+        let shared = Shared::new(Wake {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            ready_event: Event::new().unwrap(),
+            stop: Event::new().unwrap(),
+        });
+        let ctx = Context {
+            shared: shared.clone(),
+            key: None,
+            handshake: ListenerOptions::new().handshake,
+            max_pending: 1,
+            report_failures: false,
+        };
+        let wake = &shared.wake;
+        let state = wake.lock();
+        assert!(!ctx.stopped());
+        let closer = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                // What Listener::close() does.
+                shared.closed.store(true, Ordering::SeqCst);
+                shared.wake.stop();
+            })
+        };
+        // Room for the close to run to its end, were it not held back.
+        std::thread::sleep(Duration::from_millis(200));
+        let (_state, waited) = wake
+            .changed
+            .wait_timeout(state, Duration::from_secs(5))
+            .unwrap();
+        assert!(!waited.timed_out(), "the close's wake-up was lost");
+        assert!(ctx.stopped());
+        closer.join().unwrap();
+    }
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,13 +42,13 @@ impl Drop for Watchdog {
     }
 }
 
-/// A socket path no other test uses, in a directory of its own.
+/// A socket path no other test uses, in a private directory of its own made
+/// by `Address::arbitrary`, so that the listener bound there removes it.
 pub fn unique_path(tag: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("mpconn-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{tag}.sock"))
+    match mpconn::Address::arbitrary(mpconn::Family::Unix).unwrap() {
+        mpconn::Address::Unix(path) => path.with_file_name(format!("{tag}.sock")),
+        other => panic!("not a socket path: {other:?}"),
+    }
 }
 
 /// A local address no other test uses: a Unix socket path, or a named
@@ -58,6 +58,7 @@ pub fn local_address(tag: &str) -> mpconn::Address {
     return mpconn::Address::Unix(unique_path(tag));
     #[cfg(windows)]
     {
+        use std::sync::atomic::AtomicUsize;
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         mpconn::Address::Pipe(format!(
