@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(unix)]
 use common::unique_path;
-use common::{KEY, watchdog};
+use common::{KEY, frame, read_frame, watchdog, write_frame};
 use hmac::{Hmac, KeyInit, Mac};
 use mpconn::{Address, AuthError, Client, Error, Listener, ListenerOptions, Unverified};
 #[cfg(unix)]
@@ -247,24 +247,6 @@ fn sixteen_clients_at_once_are_all_served() {
     for c in clients {
         c.join().unwrap();
     }
-}
-
-fn read_frame(s: &mut impl Read) -> Vec<u8> {
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).unwrap();
-    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
-    s.read_exact(&mut payload).unwrap();
-    payload
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
-}
-
-fn write_frame(s: &mut impl Write, payload: &[u8]) {
-    s.write_all(&frame(payload)).unwrap();
 }
 
 fn sha256_answer(key: &[u8], message: &[u8]) -> Vec<u8> {

@@ -269,6 +269,16 @@ impl<T: Trust> Connection<T> {
         }
     }
 
+    /// The address of the peer, as the operating system reports it: the
+    /// IP address and port of a TCP peer, the path of a Unix-socket peer
+    /// that bound one (clients usually do not), `None` for unnamed sockets,
+    /// `pipe()` pairs and named pipes. Unlike
+    /// [`Listener::last_accepted`](crate::Listener::last_accepted), it
+    /// belongs to this connection, whichever thread accepted it.
+    pub fn peer_address(&self) -> Option<crate::Address> {
+        crate::socket::peer_address(&self.endpoint().stream().peer_addr()?)
+    }
+
     /// A handle that closes this connection from any thread, waking a
     /// blocked receive (or send) with [`Error::Closed`](crate::Error::Closed).
     pub fn close_handle(&self) -> CloseHandle {

@@ -107,6 +107,11 @@ impl Stream {
         }
     }
 
+    /// The peer's address, when the socket has one.
+    pub fn peer_addr(&self) -> Option<socket2::SockAddr> {
+        self.0.peer_addr().ok()
+    }
+
     /// A socket keeps no bytes of its own once read.
     pub fn has_buffered(&self) -> bool {
         false

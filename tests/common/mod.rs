@@ -156,3 +156,29 @@ pub fn interpreters(versions: &[&str]) -> Vec<(String, PathBuf)> {
     }
     out
 }
+
+/// Reads one CPython frame with a 4-byte header.
+pub fn read_frame(s: &mut impl std::io::Read) -> Vec<u8> {
+    try_read_frame(s).unwrap()
+}
+
+/// Reads one CPython frame with a 4-byte header, or the error that ended it.
+pub fn try_read_frame(s: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header)?;
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+/// `payload` behind a 4-byte CPython header.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Writes `payload` as one CPython frame.
+pub fn write_frame(s: &mut impl std::io::Write, payload: &[u8]) {
+    s.write_all(&frame(payload)).unwrap();
+}

@@ -164,6 +164,11 @@ impl Stream {
         }
     }
 
+    /// The peer's address, for a TCP stream; `None` for a named pipe.
+    pub fn peer_addr(&self) -> Option<socket2::SockAddr> {
+        self.as_socket()?.peer_addr().ok()
+    }
+
     /// The socket, for a TCP stream.
     pub fn as_socket(&self) -> Option<&Socket> {
         match self {
