@@ -112,6 +112,47 @@ fn decode_bombs_allocate_nothing_near_their_claims() {
     }
 }
 
+/// Takes no bytes on the wire and 32 in memory.
+#[derive(Debug, serde::Deserialize)]
+struct Skipped {
+    #[serde(skip)]
+    _cache: [u64; 4],
+}
+
+#[test]
+fn zero_byte_elements_cannot_claim_2_pow_63_of_themselves() {
+    if !isolated("zero_byte_elements_cannot_claim_2_pow_63_of_themselves") {
+        return;
+    }
+    let (mut a, mut b) = mpconn::pipe().unwrap();
+    // Nine bytes: a sequence of 2^63 elements that take no bytes each.
+    let mut bomb = vec![0xfd];
+    bomb.extend_from_slice(&(1u64 << 63).to_le_bytes());
+    for _ in 0..3 {
+        a.send_bytes(&bomb).unwrap();
+    }
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    let results = [
+        b.recv::<Vec<Skipped>>().map(drop),
+        b.recv::<Vec<()>>().map(drop),
+        b.recv::<std::collections::BTreeMap<(), ()>>().map(drop),
+    ];
+    let elapsed = start.elapsed();
+    for result in results {
+        assert!(
+            matches!(&result, Err(Error::Codec(e))
+                if e.to_string().contains("sequence elements and map entries")),
+            "{result:?}"
+        );
+    }
+    let peak = PEAK.load(Ordering::SeqCst) - base;
+    assert!(peak < MIB, "peak {peak} bytes");
+    // The watchdog ends a decoder that spins; this says it was quick.
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+}
+
 #[cfg(feature = "pickle")]
 #[test]
 fn pickle_mark_bombs_are_refused_before_they_allocate() {
