@@ -203,6 +203,13 @@ mod tests {
             nested.extend_from_slice(&1000u16.to_le_bytes());
         }
         assert!(decode::<Vec<Vec<()>>>(&nested).is_err());
+        // The outer element counts before the inner ones are produced: one
+        // vector of 4096 units is 4097 elements, one more than the budget
+        // of a 4-byte message (found by the typed_recv fuzz target).
+        let edge = [1, 0xfb, 0x00, 0x10];
+        assert!(decode::<Vec<Vec<()>>>(&edge).is_err());
+        let within = [1, 0xfb, 0xff, 0x0f];
+        assert_eq!(decode::<Vec<Vec<()>>>(&within).unwrap()[0].len(), 4095);
     }
 
     #[test]

@@ -294,19 +294,28 @@ impl<'b, A> Access<'b, A> {
         }
     }
 
-    /// Checks the budget before an element (or map entry) is produced.
-    fn before_element<E: de::Error>(&self, remaining: Option<usize>) -> Result<(), E> {
-        match self.count {
-            Count::Input => self.level.budget.allows_next(remaining),
-            Count::Type => Ok(()),
+    /// Produces the next element (or map entry) with `next`: the one place
+    /// elements are counted. For a sequence or map whose length comes from
+    /// the input, one is taken from the budget before the element is
+    /// decoded, so the elements nested in it find it already spent.
+    fn counted<T, E: de::Error>(
+        &mut self,
+        next: impl FnOnce(&mut A) -> Result<Option<T>, E>,
+        remaining: Option<usize>,
+    ) -> Result<Option<T>, E> {
+        if let Count::Type = self.count {
+            return next(&mut self.inner);
         }
-    }
-
-    /// Charges an element that was produced.
-    fn after_element(&self, produced: bool) {
-        if produced && matches!(self.count, Count::Input) {
-            self.level.budget.spend();
+        let budget = self.level.budget;
+        let reserved = budget.reserve(remaining)?;
+        let element = next(&mut self.inner)?;
+        match (reserved, element.is_some()) {
+            (true, false) => budget.give_back(),
+            // A sequence that said it had ended produced one more.
+            (false, true) => return Err(budget.spent()),
+            _ => {}
         }
+        Ok(element)
     }
 
     /// The inner hint, never above what the budget still allows.
@@ -325,11 +334,9 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
-        self.before_element(self.inner.size_hint())?;
         let seed = self.seed(seed);
-        let element = self.inner.next_element_seed(seed)?;
-        self.after_element(element.is_some());
-        Ok(element)
+        let remaining = self.inner.size_hint();
+        self.counted(|inner| inner.next_element_seed(seed), remaining)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -344,11 +351,9 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        self.before_element(self.inner.size_hint())?;
         let seed = self.seed(seed);
-        let key = self.inner.next_key_seed(seed)?;
-        self.after_element(key.is_some());
-        Ok(key)
+        let remaining = self.inner.size_hint();
+        self.counted(|inner| inner.next_key_seed(seed), remaining)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {

@@ -37,20 +37,33 @@ impl Budget {
         }
     }
 
-    /// Whether one more element may be produced from a sequence or map that
-    /// hints at `remaining` more: the check before each element.
-    pub(super) fn allows_next<E: de::Error>(&self, remaining: Option<usize>) -> Result<(), E> {
-        if self.left.get() > 0 || remaining == Some(0) {
-            return Ok(());
+    /// Takes one element from the budget for the element (or map entry) a
+    /// sequence or map is about to produce, which may hold further ones:
+    /// the check before each element. `remaining` is the sequence's own
+    /// hint; once the budget is spent, only a sequence that says it has
+    /// ended may be asked for its end. Returns whether one was taken.
+    pub(super) fn reserve<E: de::Error>(&self, remaining: Option<usize>) -> Result<bool, E> {
+        match self.left.get() {
+            0 if remaining == Some(0) => Ok(false),
+            0 => Err(self.spent()),
+            left => {
+                self.left.set(left - 1);
+                Ok(true)
+            }
         }
-        Err(E::custom(format_args!(
-            "more than {} sequence elements and map entries in a message of {} bytes",
-            self.total, self.len
-        )))
     }
 
-    pub(super) fn spend(&self) {
-        self.left.set(self.left.get().saturating_sub(1));
+    /// Returns what [`Budget::reserve`] took for an element that did not come.
+    pub(super) fn give_back(&self) {
+        self.left.set(self.left.get().saturating_add(1));
+    }
+
+    /// The error for a message past its budget.
+    pub(super) fn spent<E: de::Error>(&self) -> E {
+        E::custom(format_args!(
+            "more than {} sequence elements and map entries in a message of {} bytes",
+            self.total, self.len
+        ))
     }
 
     /// A length hint no larger than what the budget still allows.
