@@ -1,9 +1,10 @@
 //! The pickle codec, for typed messages with Python peers (feature `pickle`).
 //!
 //! Encoding uses serde-pickle (protocol 3, which every supported CPython
-//! reads). Decoding runs in two steps: [`scan`] walks the opcodes first and
-//! refuses, before anything is built, what is unsafe to hand on (see its
-//! module documentation), and only then are the bytes given to serde-pickle.
+//! reads). Decoding runs in two steps: [`scan()`] walks the opcodes first and
+//! refuses, before anything is built, what is unsafe to hand on (listed in
+//! [its module](mod@scan)), and only then are the bytes given to
+//! serde-pickle.
 
 mod scan;
 
