@@ -38,8 +38,8 @@ pub use crate::proto::guard::MAX_DEPTH;
 /// How many tuples, lists and frozensets one pickle may build from a MARK
 /// (`TUPLE`, `LIST`, `FROZENSET`): each keeps the 4 KiB buffer serde-pickle
 /// reserved at its MARK, so these cost at most 64 MiB together. Python
-/// writes one for every tuple of more than three items (and, in protocols 0
-/// and 1, for every tuple and list) and every frozenset.
+/// writes one for every tuple of more than three items and every frozenset
+/// (and in protocols 0 and 1 for every tuple, in protocol 0 for every list).
 pub const MAX_MARK_CONTAINERS: usize = 16_384;
 
 /// Copies (memo references and `DUP`s) may add this many nodes per byte of
