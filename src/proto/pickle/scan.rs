@@ -375,21 +375,17 @@ impl Walk {
     /// The container on top, to add to it; through a memo reference, the
     /// memo entry, which must not have been referenced yet.
     fn top(&mut self) -> Result<&mut Shape, CodecError> {
-        match self.stack.last().copied() {
-            Some(Slot::Value(_)) => match self.stack.last_mut() {
-                Some(Slot::Value(shape)) => Ok(shape),
-                _ => Err(refused("stack underflow".into())),
-            },
-            Some(Slot::Ref(index)) => {
-                let entry = self.entry(index)?;
-                if entry.referenced {
-                    return Err(refused(format!(
-                        "memo entry {index} changes after a reference to it"
-                    )));
-                }
-                Ok(&mut entry.shape)
-            }
-            _ => Err(refused("stack underflow".into())),
+        let index = match self.stack.last_mut() {
+            Some(Slot::Value(shape)) => return Ok(shape),
+            Some(Slot::Ref(index)) => *index,
+            _ => return Err(refused("stack underflow".into())),
+        };
+        match self.memo.get_mut(&index) {
+            Some(entry) if entry.referenced => Err(refused(format!(
+                "memo entry {index} changes after a reference to it"
+            ))),
+            Some(entry) => Ok(&mut entry.shape),
+            None => Err(refused(format!("memo entry {index} does not exist"))),
         }
     }
 
