@@ -69,7 +69,9 @@ pub enum Error {
 pub enum ProtocolError {
     /// A 4-byte header held a negative length other than -1.
     NegativeLength(i32),
-    /// An 8-byte extended length above `i64::MAX` or not representable here.
+    /// An 8-byte extended length above `i64::MAX` (CPython reads it as an
+    /// unsigned `!Q`; no payload is that large, so only a hostile or broken
+    /// peer sends one), or one this platform's `usize` cannot hold.
     BadExtendedLength(u64),
     /// An earlier framing error left the stream at an unknown position; no
     /// further message can be read from it.
@@ -186,7 +188,18 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProtocolError::NegativeLength(n) => write!(f, "negative message length {n}"),
-            ProtocolError::BadExtendedLength(n) => write!(f, "invalid extended length {n}"),
+            ProtocolError::BadExtendedLength(n) if *n > i64::MAX as u64 => {
+                write!(
+                    f,
+                    "extended message length {n} is too large (beyond i64::MAX)"
+                )
+            }
+            ProtocolError::BadExtendedLength(n) => {
+                write!(
+                    f,
+                    "extended message length {n} is too large for this platform"
+                )
+            }
             ProtocolError::Desynchronized => {
                 f.write_str("an earlier framing error left the stream unusable")
             }

@@ -149,14 +149,64 @@ pub fn typed_recv(data: &[u8]) {
     let _ = codec::decode::<Job>(data);
     let _ = codec::decode::<Vec<String>>(data);
     let _ = codec::decode::<(u128, i64, String)>(data);
+    zero_byte_elements(data);
+}
+
+/// Decodes arbitrary bytes into collections of elements that take no bytes
+/// on the wire: however many a length claims, a message yields at most its
+/// element budget, counted over all its sequences and maps.
+fn zero_byte_elements(data: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Skipped {
+        #[serde(skip)]
+        _cache: [u64; 4],
+    }
+    use crate::proto::guard::limits::{ELEMENTS_PER_BYTE, MIN_ELEMENT_BUDGET};
+    let budget = (ELEMENTS_PER_BYTE as usize * data.len()).max(MIN_ELEMENT_BUDGET as usize);
+    if let Ok(v) = codec::decode::<Vec<()>>(data) {
+        assert!(v.len() <= budget);
+    }
+    if let Ok(v) = codec::decode::<Vec<Skipped>>(data) {
+        assert!(v.len() <= budget);
+    }
+    if let Ok(v) = codec::decode::<Vec<Vec<()>>>(data) {
+        assert!(v.len() + v.iter().map(Vec::len).sum::<usize>() <= budget);
+    }
+    let _ = codec::decode::<std::collections::BTreeMap<(), Vec<((), ())>>>(data);
 }
 
 /// Decodes arbitrary bytes as pickles (feature `pickle`): the opcode scan and
-/// serde-pickle must never panic, hang or allocate far beyond the input.
+/// serde-pickle must never panic, hang, overflow the stack or allocate far
+/// beyond the input, and what decodes nests no deeper than the limit.
 #[cfg(feature = "pickle")]
 pub fn pickle_recv(data: &[u8]) {
     use crate::proto::pickle;
-    let _ = pickle::decode_value(data);
+    if let Ok(value) = pickle::decode_value(data) {
+        assert!(depth(&value) <= crate::proto::guard::MAX_DEPTH);
+    }
     let _ = pickle::decode::<(i64, String, Vec<Option<f64>>)>(data);
     let _ = pickle::decode::<std::collections::BTreeMap<String, Vec<u8>>>(data);
+    let _ = pickle::decode::<Vec<Vec<Vec<pickle::Value>>>>(data);
+}
+
+/// Containers nested in `value`, itself included.
+#[cfg(feature = "pickle")]
+fn depth(value: &crate::proto::pickle::Value) -> usize {
+    use crate::proto::pickle::{HashableValue as H, Value as V};
+    fn key_depth(key: &H) -> usize {
+        match key {
+            H::Tuple(items) => 1 + items.iter().map(key_depth).max().unwrap_or(0),
+            H::FrozenSet(items) => 1 + items.iter().map(key_depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    match value {
+        V::List(items) | V::Tuple(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        V::Set(items) | V::FrozenSet(items) => 1 + items.iter().map(key_depth).max().unwrap_or(0),
+        V::Dict(entries) => {
+            let deepest = entries.iter().map(|(k, v)| key_depth(k).max(depth(v)));
+            1 + deepest.max().unwrap_or(0)
+        }
+        _ => 0,
+    }
 }

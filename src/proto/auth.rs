@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac, SimpleHmac};
 
 use super::frame::{self, MAX_HEADER};
-use crate::error::AuthError;
+use crate::error::{AuthError, ProtocolError};
 use crate::key::AuthKey;
 
 /// Length of the random part of a challenge (CPython's `MESSAGE_LENGTH`).
@@ -372,6 +372,11 @@ impl Handshake {
         let header = match frame::parse_header(&self.input) {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
+            // No handshake message is that long: say so, as for any other
+            // length past the limit.
+            Err(ProtocolError::BadExtendedLength(len)) => {
+                return Err(AuthError::MessageTooLarge(len));
+            }
             Err(_) => return Err(AuthError::Malformed("negative frame length")),
         };
         if header.payload_len > MAX_MESSAGE as u64 {

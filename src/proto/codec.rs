@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::guard::GuardSeed;
+use super::guard::{Budget, GuardSeed};
 use crate::error::CodecError;
 
 /// How a connection encodes typed values.
@@ -62,11 +62,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(),
 }
 
 /// Decodes one value that spans all of `bytes`, through the [`guard`]
-/// (bounded allocation and nesting on hostile input).
+/// (bounded allocation, nesting and element count on hostile input).
 ///
 /// [`guard`]: super::guard
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let seed = GuardSeed::new(PhantomData::<T>);
+    let budget = Budget::for_message(bytes.len());
+    let seed = GuardSeed::new(PhantomData::<T>, &budget);
     let (value, used) = bincode::serde::seed_decode_from_slice(seed, bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
@@ -81,6 +82,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::guard::limits::MIN_ELEMENT_BUDGET;
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T) {
         let mut out = Vec::new();
@@ -163,6 +165,67 @@ mod tests {
                 d.deserialize_byte_buf(V)
             }
         }
+    }
+
+    /// Types that take no bytes on the wire.
+    #[derive(Debug, serde::Deserialize)]
+    struct Unit;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Skipped {
+        #[serde(skip)]
+        _cache: [u64; 4],
+    }
+
+    #[test]
+    fn elements_that_take_no_bytes_cannot_outnumber_the_budget() {
+        // Five bytes that claim a million elements.
+        let mut bomb = vec![0xfc];
+        bomb.extend_from_slice(&1_000_000u32.to_le_bytes());
+        let errors = [
+            decode::<Vec<()>>(&bomb).map(drop),
+            decode::<Vec<Unit>>(&bomb).map(drop),
+            decode::<Vec<Skipped>>(&bomb).map(drop),
+            decode::<Vec<[u8; 0]>>(&bomb).map(drop),
+            decode::<std::collections::BTreeMap<(), ()>>(&bomb).map(drop),
+            decode::<std::collections::HashSet<()>>(&bomb).map(drop),
+        ];
+        for err in errors {
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains("sequence elements and map entries"), "{err}");
+        }
+        // Nested sequences draw on the same budget: a thousand inner vectors
+        // of a thousand units each, from 3 KB.
+        let mut nested = vec![0xfb];
+        nested.extend_from_slice(&1000u16.to_le_bytes());
+        for _ in 0..1000 {
+            nested.push(0xfb);
+            nested.extend_from_slice(&1000u16.to_le_bytes());
+        }
+        assert!(decode::<Vec<Vec<()>>>(&nested).is_err());
+        // The outer element counts before the inner ones are produced: one
+        // vector of 4096 units is 4097 elements, one more than the budget
+        // of a 4-byte message (found by the typed_recv fuzz target).
+        let edge = [1, 0xfb, 0x00, 0x10];
+        assert!(decode::<Vec<Vec<()>>>(&edge).is_err());
+        let within = [1, 0xfb, 0xff, 0x0f];
+        assert_eq!(decode::<Vec<Vec<()>>>(&within).unwrap()[0].len(), 4095);
+    }
+
+    #[test]
+    fn the_element_budget_leaves_real_messages_alone() {
+        let mut out = Vec::new();
+        encode(&vec![(); MIN_ELEMENT_BUDGET as usize], &mut out).unwrap();
+        assert_eq!(decode::<Vec<()>>(&out).unwrap().len(), 4096);
+        round_trip(vec![7u8; 100_000]);
+        round_trip(vec![vec![1u16; 3]; 10_000]);
+        round_trip(
+            (0..10_000u32)
+                .map(|i| (i, ()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        );
+        // Fields of structs and tuples come from the type, not the input.
+        round_trip(vec![((), (), (), 1u8); 10_000]);
     }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -152,10 +152,17 @@ mod tests {
     fn extended_lengths_above_i64_max_are_errors() {
         let mut bytes = vec![0xff; 4];
         bytes.extend_from_slice(&u64::MAX.to_be_bytes());
-        assert_eq!(
-            parse_header(&bytes),
-            Err(ProtocolError::BadExtendedLength(u64::MAX))
-        );
+        for len in [i64::MAX as u64 + 1, u64::MAX] {
+            bytes.truncate(4);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            let err = parse_header(&bytes).unwrap_err();
+            assert_eq!(err, ProtocolError::BadExtendedLength(len));
+            // Reported as the length it is, never as a negative one.
+            let text = err.to_string();
+            assert!(text.contains(&len.to_string()), "{text}");
+            assert!(text.contains("i64::MAX"), "{text}");
+            assert!(!text.contains("negative"), "{text}");
+        }
     }
 
     #[test]

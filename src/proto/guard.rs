@@ -1,14 +1,21 @@
 //! A serde `Deserializer` wrapper that makes decoding safe on hostile bytes.
 //!
-//! bincode decodes straight from the message slice, but two of its paths are
-//! unsafe for input nobody vetted:
+//! bincode decodes straight from the message slice, but three of its paths
+//! are unsafe for input nobody vetted:
 //!
 //! - an owned `String` or `Vec<u8>` allocates the length its prefix claims
 //!   before checking that the bytes exist (a 10-byte message can ask for
 //!   2^63 bytes); the wrapper sends those requests down the borrowed path,
 //!   which checks the length against the slice first and then copies;
 //! - nesting has no limit, so a recursive type lets a small message overflow
-//!   the stack; the wrapper counts depth and fails past [`MAX_DEPTH`].
+//!   the stack; the wrapper counts depth and fails past [`MAX_DEPTH`];
+//! - a sequence or map produces as many elements as its length prefix
+//!   claims, and an element that takes no bytes (`()`, a unit struct, a
+//!   struct whose fields are all skipped) lets a 9-byte message claim 2^63
+//!   of them; the wrapper counts the elements of every sequence and map of
+//!   a message against one [`Budget`], before each is produced, and never
+//!   hints at more of them than the budget has left (serde preallocates
+//!   from the hint).
 //!
 //! Everything else is forwarded unchanged.
 
@@ -16,53 +23,64 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
-/// Containers nested deeper than this are refused (serde_json's limit too).
-pub const MAX_DEPTH: usize = 128;
+pub mod limits;
 
-/// A deserializer at nesting level `depth`.
-pub struct Guard<D> {
+use self::limits::Level;
+pub use self::limits::{Budget, MAX_DEPTH};
+
+/// A deserializer at a [`Level`].
+pub struct Guard<'b, D> {
     inner: D,
-    depth: usize,
+    level: Level<'b>,
 }
 
 /// The seed that decodes a `T` through a [`Guard`].
-pub struct GuardSeed<S> {
+pub struct GuardSeed<'b, S> {
     seed: S,
-    depth: usize,
+    level: Level<'b>,
 }
 
-impl<S> GuardSeed<S> {
-    pub fn new(seed: S) -> Self {
-        GuardSeed { seed, depth: 0 }
+impl<'b, S> GuardSeed<'b, S> {
+    pub fn new(seed: S, budget: &'b Budget) -> Self {
+        GuardSeed {
+            seed,
+            level: Level::top(budget),
+        }
     }
 }
 
-impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for GuardSeed<S> {
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for GuardSeed<'_, S> {
     type Value = S::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
         self.seed.deserialize(Guard {
             inner: d,
-            depth: self.depth,
+            level: self.level,
         })
     }
 }
 
-/// A visitor one level down, checking the limit before it goes deeper.
-struct Nested<V> {
-    inner: V,
-    depth: usize,
+/// Whether the elements of a sequence a visitor receives count against the
+/// budget: their number comes from the input (sequences, maps), or from the
+/// type (tuples, structs, variants), which bounds it already.
+#[derive(Clone, Copy)]
+enum Count {
+    Input,
+    Type,
 }
 
-impl<V> Nested<V> {
-    fn enter<E: de::Error>(inner: V, depth: usize) -> Result<Self, E> {
-        if depth >= MAX_DEPTH {
-            return Err(E::custom(format_args!(
-                "values nested deeper than {MAX_DEPTH} levels"
-            )));
-        }
+/// A visitor one level down, checking the limit before it goes deeper.
+struct Nested<'b, V> {
+    inner: V,
+    level: Level<'b>,
+    count: Count,
+}
+
+impl<'b, V> Nested<'b, V> {
+    fn enter<E: de::Error>(inner: V, level: Level<'b>, count: Count) -> Result<Self, E> {
         Ok(Nested {
             inner,
-            depth: depth + 1,
+            level: level.down()?,
+            count,
         })
     }
 }
@@ -70,13 +88,12 @@ impl<V> Nested<V> {
 macro_rules! forward {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            let depth = self.depth;
-            self.inner.$method(Nested::enter(visitor, depth)?)
+            self.inner.$method(Nested::enter(visitor, self.level, Count::Input)?)
         }
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
     type Error = D::Error;
 
     forward!(
@@ -120,9 +137,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner
-            .deserialize_unit_struct(name, Nested::enter(visitor, depth)?)
+        let visitor = Nested::enter(visitor, self.level, Count::Input)?;
+        self.inner.deserialize_unit_struct(name, visitor)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -130,9 +146,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner
-            .deserialize_newtype_struct(name, Nested::enter(visitor, depth)?)
+        let visitor = Nested::enter(visitor, self.level, Count::Input)?;
+        self.inner.deserialize_newtype_struct(name, visitor)
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -140,9 +155,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner
-            .deserialize_tuple(len, Nested::enter(visitor, depth)?)
+        let visitor = Nested::enter(visitor, self.level, Count::Type)?;
+        self.inner.deserialize_tuple(len, visitor)
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -151,9 +165,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner
-            .deserialize_tuple_struct(name, len, Nested::enter(visitor, depth)?)
+        let visitor = Nested::enter(visitor, self.level, Count::Type)?;
+        self.inner.deserialize_tuple_struct(name, len, visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -162,9 +175,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner
-            .deserialize_struct(name, fields, Nested::enter(visitor, depth)?)
+        let visitor = Nested::enter(visitor, self.level, Count::Type)?;
+        self.inner.deserialize_struct(name, fields, visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -173,9 +185,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner
-            .deserialize_enum(name, variants, Nested::enter(visitor, depth)?)
+        let visitor = Nested::enter(visitor, self.level, Count::Input)?;
+        self.inner.deserialize_enum(name, variants, visitor)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -191,7 +202,7 @@ macro_rules! visit {
     )*};
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Nested<V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for Nested<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -230,47 +241,93 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Nested<V> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner.visit_some(Guard { inner: d, depth })
+        self.inner.visit_some(Guard {
+            inner: d,
+            level: self.level,
+        })
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
-        let depth = self.depth;
-        self.inner.visit_newtype_struct(Guard { inner: d, depth })
+        self.inner.visit_newtype_struct(Guard {
+            inner: d,
+            level: self.level,
+        })
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
-        let depth = self.depth;
-        self.inner.visit_seq(Access { inner: seq, depth })
+        self.inner
+            .visit_seq(Access::new(seq, self.level, self.count))
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        let depth = self.depth;
-        self.inner.visit_map(Access { inner: map, depth })
+        self.inner
+            .visit_map(Access::new(map, self.level, self.count))
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        let depth = self.depth;
-        self.inner.visit_enum(Access { inner: data, depth })
+        self.inner
+            .visit_enum(Access::new(data, self.level, self.count))
     }
 }
 
-/// Sequence, map, enum and variant access one level down.
-struct Access<A> {
+/// Sequence, map, enum and variant access one level down: where elements
+/// are produced, so where they are counted.
+struct Access<'b, A> {
     inner: A,
-    depth: usize,
+    level: Level<'b>,
+    count: Count,
 }
 
-impl<A> Access<A> {
-    fn seed<S>(&self, seed: S) -> GuardSeed<S> {
+impl<'b, A> Access<'b, A> {
+    fn new(inner: A, level: Level<'b>, count: Count) -> Self {
+        Access {
+            inner,
+            level,
+            count,
+        }
+    }
+
+    fn seed<S>(&self, seed: S) -> GuardSeed<'b, S> {
         GuardSeed {
             seed,
-            depth: self.depth,
+            level: self.level,
+        }
+    }
+
+    /// Produces the next element (or map entry) with `next`: the one place
+    /// elements are counted. For a sequence or map whose length comes from
+    /// the input, one is taken from the budget before the element is
+    /// decoded, so the elements nested in it find it already spent.
+    fn counted<T, E: de::Error>(
+        &mut self,
+        next: impl FnOnce(&mut A) -> Result<Option<T>, E>,
+        remaining: Option<usize>,
+    ) -> Result<Option<T>, E> {
+        if let Count::Type = self.count {
+            return next(&mut self.inner);
+        }
+        let budget = self.level.budget;
+        let reserved = budget.reserve(remaining)?;
+        let element = next(&mut self.inner)?;
+        match (reserved, element.is_some()) {
+            (true, false) => budget.give_back(),
+            // A sequence that said it had ended produced one more.
+            (false, true) => return Err(budget.spent()),
+            _ => {}
+        }
+        Ok(element)
+    }
+
+    /// The inner hint, never above what the budget still allows.
+    fn hint(&self, hint: Option<usize>) -> Option<usize> {
+        match self.count {
+            Count::Input => self.level.budget.clamp(hint),
+            Count::Type => hint,
         }
     }
 }
 
-impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<A> {
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -278,15 +335,16 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<A> {
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
         let seed = self.seed(seed);
-        self.inner.next_element_seed(seed)
+        let remaining = self.inner.size_hint();
+        self.counted(|inner| inner.next_element_seed(seed), remaining)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.hint(self.inner.size_hint())
     }
 }
 
-impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<A> {
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -294,7 +352,8 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         let seed = self.seed(seed);
-        self.inner.next_key_seed(seed)
+        let remaining = self.inner.size_hint();
+        self.counted(|inner| inner.next_key_seed(seed), remaining)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
@@ -303,32 +362,26 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
+        self.hint(self.inner.size_hint())
     }
 }
 
-impl<'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<A> {
+impl<'b, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
     type Error = A::Error;
-    type Variant = Access<A::Variant>;
+    type Variant = Access<'b, A::Variant>;
 
     fn variant_seed<S: DeserializeSeed<'de>>(
         self,
         seed: S,
     ) -> Result<(S::Value, Self::Variant), A::Error> {
-        let depth = self.depth;
+        let (level, count) = (self.level, self.count);
         let seed = self.seed(seed);
         let (value, variant) = self.inner.variant_seed(seed)?;
-        Ok((
-            value,
-            Access {
-                inner: variant,
-                depth,
-            },
-        ))
+        Ok((value, Access::new(variant, level, count)))
     }
 }
 
-impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
     fn unit_variant(self) -> Result<(), A::Error> {
@@ -341,7 +394,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        let visitor = Nested::enter(visitor, self.depth)?;
+        let visitor = Nested::enter(visitor, self.level, Count::Type)?;
         self.inner.tuple_variant(len, visitor)
     }
 
@@ -350,7 +403,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        let visitor = Nested::enter(visitor, self.depth)?;
+        let visitor = Nested::enter(visitor, self.level, Count::Type)?;
         self.inner.struct_variant(fields, visitor)
     }
 }

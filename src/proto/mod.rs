@@ -7,6 +7,6 @@
 pub mod auth;
 pub mod codec;
 pub mod frame;
-mod guard;
+pub(crate) mod guard;
 #[cfg(feature = "pickle")]
 pub mod pickle;
