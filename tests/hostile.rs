@@ -156,11 +156,11 @@ fn reading_a_listener_never_waits_for_a_thread_inside_accept() {
     let answered = finished.recv_timeout(Duration::from_secs(5));
     listener.close();
     assert!(matches!(acceptor.join().unwrap(), Err(Error::Closed)));
-    reader.join().unwrap();
     assert!(
         answered.is_ok(),
         "the readers waited for the thread inside accept()"
     );
+    reader.join().unwrap();
 }
 
 /// Each connection knows its peer, whichever thread accepted it.
