@@ -111,7 +111,7 @@ impl ClientOptions {
         let key = AuthKey::new(authkey);
         key.check_len(self.handshake.allow_short_key)?;
         let conn = self.connect_unauthenticated(address)?;
-        self.handshake.run(conn, Role::Client, &key)
+        conn.authenticate(&self.handshake, Role::Client, &key)
     }
 
     /// Connects without a handshake.

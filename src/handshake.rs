@@ -8,7 +8,6 @@
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
-use crate::connection::{Authenticated, Connection, Unverified};
 use crate::error::{AuthError, Error, Result};
 use crate::key::{AuthKey, fill_random};
 use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, Status, Timeouts};
@@ -100,39 +99,6 @@ impl HandshakeOptions {
             timeouts,
         ))
     }
-
-    /// Runs a whole handshake over a blocking connection. Bytes the
-    /// connection had already read go to the machine first; bytes read past
-    /// the handshake go back to the connection, to be received as messages.
-    pub(crate) fn run(
-        &self,
-        mut conn: Connection<Unverified>,
-        role: Role,
-        key: &AuthKey,
-    ) -> Result<Connection<Authenticated>> {
-        let mut hs = self.start(role, key, Instant::now())?;
-        let mut early = Vec::new();
-        let rx = conn.receiver()?;
-        let mut buffered = [0u8; READ_AHEAD];
-        loop {
-            let n = rx.reader_mut().take_buffered(&mut buffered);
-            if n == 0 {
-                break;
-            }
-            let used = hs.feed(&buffered[..n]);
-            early.extend_from_slice(&buffered[used..n]);
-        }
-        // Handshake messages are small: a peer that sends a large one must
-        // not make a named pipe buffer it.
-        let max = rx.max_message();
-        let endpoint = conn.endpoint();
-        endpoint.stream().set_read_limit(READ_AHEAD as u64);
-        let result = drive_blocking(endpoint, &mut hs, &mut early);
-        endpoint.stream().set_read_limit(max);
-        result?;
-        conn.receiver()?.reader_mut().unread(&early);
-        Ok(conn.into_authenticated())
-    }
 }
 
 /// How much a handshake driver reads at once: the largest exchange (the
@@ -140,13 +106,20 @@ impl HandshakeOptions {
 /// message pair costs one read, not four.
 pub(crate) const READ_AHEAD: usize = 2 * (4 + MAX_MESSAGE);
 
+/// Evidence that a handshake finished: both sides proved the key. Only the
+/// drivers in this file make one, and only a `Proof` turns a connection
+/// into a `Connection<Authenticated>` (besides `pipe()` and the loudly
+/// named `dangerous_` call).
+#[derive(Debug)]
+pub(crate) struct Proof(());
+
 /// Where a [`step`] left its handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Step {
     /// The stream must become ready for this before the next step.
     Wait(Interest),
     /// Both sides proved the key, and everything we had to say is sent.
-    Done,
+    Done(Proof),
     /// The handshake failed; any verdict for the peer was sent if it could be.
     Failed(AuthError),
 }
@@ -194,7 +167,7 @@ pub(crate) fn step<S: ByteStream + ?Sized>(
             }
         }
         match hs.status() {
-            Status::Done => return Step::Done,
+            Status::Done => return Step::Done(Proof(())),
             Status::Failed(e) => return Step::Failed(e.clone()),
             Status::InProgress if !may_read => return Step::Wait(Interest::Readable),
             Status::InProgress => {}
@@ -225,11 +198,11 @@ pub(crate) fn drive_blocking<S: ByteStream + ?Sized>(
     stream: &S,
     hs: &mut Handshake,
     early: &mut Vec<u8>,
-) -> Result<()> {
+) -> Result<Proof> {
     let mut reads = Reads::No;
     loop {
         let interest = match step(stream, hs, early, reads) {
-            Step::Done => return Ok(()),
+            Step::Done(proof) => return Ok(proof),
             Step::Failed(_) if stream.is_closed() => return Err(Error::Closed),
             Step::Failed(e) => return Err(Error::Auth(e)),
             Step::Wait(interest) => interest,

@@ -17,8 +17,8 @@ use crate::sys;
 pub fn pipe() -> Result<(Connection, Connection)> {
     let (a, b) = sys::Stream::pair()?;
     Ok((
-        Connection::from_stream(a, true, true),
-        Connection::from_stream(b, true, true),
+        Connection::from_stream(a, true, true).into_pipe_end(),
+        Connection::from_stream(b, true, true).into_pipe_end(),
     ))
 }
 
@@ -35,7 +35,7 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
     let (r, w) = sys::Stream::pair_simplex()?;
     Ok((
-        Connection::from_stream(r, true, false),
-        Connection::from_stream(w, false, true),
+        Connection::from_stream(r, true, false).into_pipe_end(),
+        Connection::from_stream(w, false, true).into_pipe_end(),
     ))
 }

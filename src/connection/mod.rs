@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
+use crate::handshake::Proof;
 use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
@@ -18,6 +19,7 @@ use crate::transport::Endpoint;
 mod batch;
 mod halves;
 mod io;
+mod upgrade;
 
 pub use batch::Batch;
 pub use halves::{CloseHandle, RecvHalf, SendHalf};
@@ -36,7 +38,17 @@ mod sealed {
 
 /// Whether a connection's peer has been authenticated: [`Authenticated`] or
 /// [`Unverified`]. Sealed: no other states exist.
-pub trait Trust: sealed::Sealed + 'static {}
+pub trait Trust: sealed::Sealed + 'static {
+    /// Turns a new, unverified connection into one of this state, given
+    /// what its listener knows: `Some` proof of a finished handshake for an
+    /// authenticated listener, `None` for one that runs no handshake.
+    /// `None` when the state needs a proof that is missing.
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn admit(conn: Connection<Unverified>, proof: Option<Proof>) -> Option<Connection<Self>>
+    where
+        Self: Sized;
+}
 
 /// The peer proved it holds the key (or the connection is one end of a
 /// [`pipe()`](crate::pipe)). Typed [`recv`](Connection::recv) is available.
@@ -76,8 +88,20 @@ pub enum Unverified {}
 
 impl sealed::Sealed for Authenticated {}
 impl sealed::Sealed for Unverified {}
-impl Trust for Authenticated {}
-impl Trust for Unverified {}
+
+impl Trust for Authenticated {
+    #[allow(private_interfaces)]
+    fn admit(conn: Connection<Unverified>, proof: Option<Proof>) -> Option<Connection<Self>> {
+        Some(conn.prove(proof?))
+    }
+}
+
+impl Trust for Unverified {
+    #[allow(private_interfaces)]
+    fn admit(conn: Connection<Unverified>, _proof: Option<Proof>) -> Option<Connection<Self>> {
+        Some(conn)
+    }
+}
 
 /// A message-oriented connection: Python's `multiprocessing.connection.Connection`.
 ///
@@ -102,7 +126,9 @@ impl<T: Trust> fmt::Debug for Connection<T> {
     }
 }
 
-impl<T: Trust> Connection<T> {
+impl Connection<Unverified> {
+    /// A connection over `stream`. Whoever is at the other end is unknown:
+    /// every constructor yields `Unverified`.
     pub(crate) fn from_stream(stream: sys::Stream, readable: bool, writable: bool) -> Self {
         let endpoint = Arc::new(Endpoint::new(stream));
         Connection {
@@ -123,6 +149,19 @@ impl<T: Trust> Connection<T> {
         conn
     }
 
+    /// The connection a finished handshake vouches for.
+    pub(crate) fn prove(self, _proof: Proof) -> Connection<Authenticated> {
+        self.retag()
+    }
+
+    /// One end of a `pipe()`: its peer is the other end, made by this
+    /// process, so it needs no proof.
+    pub(crate) fn into_pipe_end(self) -> Connection<Authenticated> {
+        self.retag()
+    }
+}
+
+impl<T: Trust> Connection<T> {
     /// Changes the trust marker, keeping everything read so far.
     fn retag<U: Trust>(self) -> Connection<U> {
         Connection {
@@ -377,8 +416,8 @@ impl Connection<Unverified> {
     /// [`Error::Auth`](crate::Error::Auth) when the peer does not hold the key,
     /// misbehaves, or the handshake does not finish within the default deadline.
     pub fn authenticate_as_server(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
-        crate::handshake::HandshakeOptions::default().run(
-            self,
+        self.authenticate(
+            &crate::handshake::HandshakeOptions::default(),
             Role::Server,
             &AuthKey::new(authkey),
         )
@@ -390,15 +429,11 @@ impl Connection<Unverified> {
     /// # Errors
     /// As [`authenticate_as_server`](Self::authenticate_as_server).
     pub fn authenticate_as_client(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
-        crate::handshake::HandshakeOptions::default().run(
-            self,
+        self.authenticate(
+            &crate::handshake::HandshakeOptions::default(),
             Role::Client,
             &AuthKey::new(authkey),
         )
-    }
-
-    pub(crate) fn into_authenticated(self) -> Connection<Authenticated> {
-        self.retag()
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::address::{Address, ToAddress};
 use crate::connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
 use crate::error::{Error, Result};
-use crate::handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, HandshakeOptions};
+use crate::handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, HandshakeOptions, Proof};
 use crate::key::AuthKey;
 use crate::proto::codec::Codec;
 use crate::socket::unix_path::SocketFile;
@@ -301,6 +301,8 @@ struct Accepted {
     /// Bytes read past the handshake's last message: the client's first
     /// messages, handed to the connection.
     early: Vec<u8>,
+    /// The finished handshake; `None` for a listener that runs none.
+    proof: Option<Proof>,
 }
 
 impl<T: Trust> fmt::Debug for Listener<T> {
@@ -408,8 +410,8 @@ impl<T: Trust> Listener<T> {
             if self.shared.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed);
             }
-            if let Some(accepted) = self.shared.wake.pop_ready() {
-                return Ok(self.hand_out(accepted));
+            if let Some(conn) = self.shared.wake.pop_ready().and_then(|a| self.hand_out(a)) {
+                return Ok(conn);
             }
             if !self.become_driver(deadline, block)? {
                 // The thread that drove the handshakes returned: look again.
@@ -425,9 +427,12 @@ impl<T: Trust> Listener<T> {
             };
             if let Err(e) = result {
                 self.run_failure_hooks();
-                return match self.shared.wake.pop_ready() {
-                    Some(accepted) if !matches!(e, Error::Closed) => Ok(self.hand_out(accepted)),
-                    _ => Err(e),
+                if matches!(e, Error::Closed) {
+                    return Err(e);
+                }
+                return match self.shared.wake.pop_ready().and_then(|a| self.hand_out(a)) {
+                    Some(conn) => Ok(conn),
+                    None => Err(e),
                 };
             }
         }
@@ -459,13 +464,17 @@ impl<T: Trust> Listener<T> {
         Ok(false)
     }
 
-    fn hand_out(&self, accepted: Accepted) -> Connection<T> {
-        self.shared.accepted.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.shared.last_accepted) = accepted.peer.clone();
+    /// The connection for a client that finished: of this listener's trust
+    /// only with the proof that state needs, which an authenticated
+    /// listener's engine always gives.
+    fn hand_out(&self, accepted: Accepted) -> Option<Connection<T>> {
         let mut conn =
             Connection::with_early_bytes(accepted.stream, &accepted.early, self.opts.max_message);
         conn.set_codec(self.opts.codec);
-        conn
+        let conn = T::admit(conn, accepted.proof)?;
+        self.shared.accepted.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.shared.last_accepted) = accepted.peer;
+        Some(conn)
     }
 
     /// Runs the failure hook for every failure queued so far, with no lock

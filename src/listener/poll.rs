@@ -30,7 +30,7 @@ use socket2::Socket;
 use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::{Address, Family};
 use crate::error::{AuthError, Error, Result};
-use crate::handshake::{self, Reads, Step};
+use crate::handshake::{self, Proof, Reads, Step};
 use crate::key::AuthKey;
 use crate::proto::auth::Handshake;
 use crate::proto::auth::Role;
@@ -42,7 +42,7 @@ const WAKER: Token = Token(1);
 const FIRST_PENDING: usize = 2;
 
 /// The grace period before the first answer time is known.
-const INITIAL_GRACE: Duration = Duration::from_millis(100);
+const INITIAL_GRACE: Duration = Duration::from_millis(50);
 /// The shortest grace period, however fast clients answer.
 const MIN_GRACE: Duration = Duration::from_millis(20);
 /// How many recent answer times the grace period follows.
@@ -314,7 +314,7 @@ impl Engine {
                 }
             };
             let Some(key) = &self.key else {
-                self.queue_ready(stream, peer, Vec::new());
+                self.queue_ready(stream, peer, Vec::new(), None);
                 continue;
             };
             let now = Instant::now();
@@ -367,10 +367,10 @@ impl Engine {
         }
         match step {
             Step::Wait(_) => {}
-            Step::Done => {
+            Step::Done(proof) => {
                 if let Some(p) = self.remove(slot) {
                     match p.stream.set_nonblocking(false) {
-                        Ok(()) => self.queue_ready(p.stream, p.peer, p.early),
+                        Ok(()) => self.queue_ready(p.stream, p.peer, p.early, Some(proof)),
                         Err(e) => self.report(p.peer, e.into()),
                     }
                 }
@@ -383,11 +383,18 @@ impl Engine {
         }
     }
 
-    fn queue_ready(&self, stream: sys::Stream, peer: Option<Address>, early: Vec<u8>) {
+    fn queue_ready(
+        &self,
+        stream: sys::Stream,
+        peer: Option<Address>,
+        early: Vec<u8>,
+        proof: Option<Proof>,
+    ) {
         lock(&self.shared.wake.queue).ready.push_back(Accepted {
             stream,
             peer,
             early,
+            proof,
         });
     }
 
@@ -420,17 +427,32 @@ impl Engine {
         Some((slot, p.started.checked_add(grace)?))
     }
 
-    /// Drops the eviction candidate if its grace period has passed.
+    /// Makes room: drops the eviction candidate if its grace period has
+    /// passed. Its socket is read first, so that an answer that arrived
+    /// while the backlog was being drained is counted, and the client kept.
     fn evict_one(&mut self, now: Instant) -> bool {
-        match self.eviction_candidate() {
-            Some((slot, at)) if at <= now => {
-                if let Some(p) = self.remove(slot) {
-                    self.shared.evicted.fetch_add(1, Ordering::Relaxed);
-                    self.report(p.peer, Error::Auth(AuthError::Evicted));
-                }
-                true
+        loop {
+            let Some((slot, at)) = self.eviction_candidate() else {
+                return false;
+            };
+            if at > now {
+                return false;
             }
-            _ => false,
+            self.advance(slot);
+            let still_silent = self.pending[slot].as_ref().is_some_and(|p| !p.proven());
+            if !still_silent {
+                // It answered, finished or failed: either way a slot may
+                // have come free; look again.
+                if self.count < self.opts.max_pending {
+                    return true;
+                }
+                continue;
+            }
+            if let Some(p) = self.remove(slot) {
+                self.shared.evicted.fetch_add(1, Ordering::Relaxed);
+                self.report(p.peer, Error::Auth(AuthError::Evicted));
+            }
+            return true;
         }
     }
 

@@ -17,7 +17,7 @@ use socket2::Socket;
 use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::Address;
 use crate::error::{Error, Result};
-use crate::handshake::{self, HandshakeOptions, READ_AHEAD};
+use crate::handshake::{self, HandshakeOptions, Proof, READ_AHEAD};
 use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
@@ -270,8 +270,9 @@ impl Context {
             .name("mpconn-handshake".into())
             .spawn(move || {
                 let result = match &ctx.key {
-                    None => Ok(Vec::new()),
-                    Some(key) => handshake(&stream, &ctx.handshake, key),
+                    None => Ok((Vec::new(), None)),
+                    Some(key) => handshake(&stream, &ctx.handshake, key)
+                        .map(|(early, proof)| (early, Some(proof))),
                 };
                 ctx.finish(stream, peer, result);
             });
@@ -281,10 +282,15 @@ impl Context {
         }
     }
 
-    fn finish(&self, stream: sys::Stream, peer: Option<Address>, result: Result<Vec<u8>>) {
+    fn finish(
+        &self,
+        stream: sys::Stream,
+        peer: Option<Address>,
+        result: Result<(Vec<u8>, Option<Proof>)>,
+    ) {
         let wake = &self.shared.wake;
         match result {
-            Ok(early) => {
+            Ok((early, proof)) => {
                 let mut state = wake.lock();
                 state.pending -= 1;
                 if !self.shared.closed.load(Ordering::SeqCst) {
@@ -292,6 +298,7 @@ impl Context {
                         stream,
                         peer,
                         early,
+                        proof,
                     });
                     wake.ready_event.set();
                 }
@@ -377,14 +384,18 @@ fn accept_pipes(name: &str, mut spare: Pipe, ctx: &Context) {
 
 /// The server's handshake over a blocking stream, within the handshake
 /// deadlines; returns the bytes read past its last message.
-fn handshake(stream: &sys::Stream, opts: &HandshakeOptions, key: &AuthKey) -> Result<Vec<u8>> {
+fn handshake(
+    stream: &sys::Stream,
+    opts: &HandshakeOptions,
+    key: &AuthKey,
+) -> Result<(Vec<u8>, Proof)> {
     let mut hs = opts.start(Role::Server, key, Instant::now())?;
     // Handshake messages are small: a client that sends a large one must
     // not make a named pipe buffer it.
     stream.set_read_limit(READ_AHEAD as u64);
     let mut early = Vec::new();
-    handshake::drive_blocking(stream, &mut hs, &mut early)?;
-    Ok(early)
+    let proof = handshake::drive_blocking(stream, &mut hs, &mut early)?;
+    Ok((early, proof))
 }
 
 #[cfg(test)]
