@@ -1,18 +1,19 @@
-//! The drivers of the handshake machine: one non-blocking [`step`] that
-//! moves a handshake as far as its stream allows, and one blocking loop
-//! around it ([`drive_blocking`]) that waits for readiness until the
-//! machine's own next deadline. `Client`, the upgrade methods of
+//! The drivers of the handshake machine: one non-blocking step
+//! ([`Exchange::step`]) that moves a handshake as far as its stream allows,
+//! and one blocking loop around it ([`Exchange::drive_blocking`]) that waits
+//! for readiness until the machine's own next deadline. `Client`, the upgrade methods of
 //! `Connection<Unverified>`, and both listener engines use these two; the
 //! protocol and its deadlines live in [`crate::proto::auth`].
 
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
-use crate::error::{AuthError, Error, Result};
+use crate::error::{AuthError, Error, ProtocolError, Result};
 use crate::key::{AuthKey, fill_random};
 use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, Status, Timeouts};
+use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
-use crate::transport::ByteStream;
+use crate::transport::{ByteStream, FrameReader};
 
 /// The default total deadline for one handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,10 +102,9 @@ impl HandshakeOptions {
     }
 }
 
-/// How much a handshake driver reads at once: the largest exchange (the
-/// verdict and the peer's answer, or an answer and a challenge) fits, so a
-/// message pair costs one read, not four.
-pub(crate) const READ_AHEAD: usize = 2 * (4 + MAX_MESSAGE);
+/// The largest message a handshake reads: the limit its transport applies
+/// from each frame's header while the handshake runs.
+pub(crate) const HANDSHAKE_MESSAGE_LIMIT: u64 = MAX_MESSAGE as u64;
 
 /// Evidence that a handshake finished: both sides proved the key. Only the
 /// drivers in this file make one, and only a `Proof` turns a connection
@@ -113,7 +113,7 @@ pub(crate) const READ_AHEAD: usize = 2 * (4 + MAX_MESSAGE);
 #[derive(Debug)]
 pub(crate) struct Proof(());
 
-/// Where a [`step`] left its handshake.
+/// Where a [`Exchange::step`] left its handshake.
 #[derive(Debug)]
 pub(crate) enum Step {
     /// The stream must become ready for this before the next step.
@@ -124,101 +124,252 @@ pub(crate) enum Step {
     Failed(AuthError),
 }
 
-/// How a [`step`] may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Reads {
-    /// Not at all: the stream was not reported readable (it may block).
-    No,
-    /// Once: the stream was reported readable, so one read cannot block.
-    Once,
-    /// Until the stream runs dry, as an edge-triggered poller needs
-    /// (non-blocking streams only).
-    Drain,
+/// One handshake in flight over a stream: the machine, and what it said
+/// that the stream has not taken yet. The frames it reads come through the
+/// connection's own [`FrameReader`], so whatever the peer sends behind the
+/// handshake stays there for the connection.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    hs: Handshake,
+    /// Framed messages of ours, not yet written.
+    unsent: Vec<u8>,
 }
 
-/// Moves `hs` as far as `stream` allows without blocking: sends what the
-/// machine has to say, and reads what it wants as `reads` allows. Bytes
-/// read past the handshake's last message are appended to `early`.
-pub(crate) fn step<S: ByteStream + ?Sized>(
-    stream: &S,
-    hs: &mut Handshake,
-    early: &mut Vec<u8>,
-    reads: Reads,
-) -> Step {
-    let mut buf = [0u8; READ_AHEAD];
-    let mut may_read = reads != Reads::No;
-    loop {
-        // Say everything first: a client that pipelined its challenge behind
-        // its answer gets our verdict and our answer in a single write.
-        while !hs.output().is_empty() {
-            match stream.try_write_vectored(&[IoSlice::new(hs.output())]) {
-                Ok(n) => hs.consume_output(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Step::Wait(Interest::Writable);
-                }
-                Err(_) => {
-                    // A verdict the peer cannot read any more is no loss.
-                    return match hs.status() {
-                        Status::Failed(e) => Step::Failed(e.clone()),
-                        _ => Step::Failed(AuthError::PeerClosed),
-                    };
+impl Exchange {
+    pub(crate) fn new(hs: Handshake) -> Self {
+        Exchange {
+            hs,
+            unsent: Vec::new(),
+        }
+    }
+
+    /// The machine.
+    #[cfg_attr(
+        not(unix),
+        allow(dead_code, reason = "only the Unix listener engine looks inside")
+    )]
+    pub(crate) fn handshake(&self) -> &Handshake {
+        &self.hs
+    }
+
+    /// Moves the handshake as far as `stream` allows without waiting: gives
+    /// the machine every whole message that has arrived, then sends what it
+    /// has to say, until neither moves. `reader` must have the handshake's
+    /// message limit.
+    pub(crate) fn step<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        reader: &mut FrameReader,
+    ) -> Step {
+        loop {
+            // Read everything first: a client that pipelined its challenge
+            // behind its answer gets our verdict and our answer in one write.
+            let mut drained = false;
+            while self.hs.wants_message() {
+                // A deadline that has passed: take what is here, wait for nothing.
+                match reader.read_with(stream, Some(Instant::now()), |m| self.hs.on_message(m)) {
+                    Ok(()) => {}
+                    Err(Error::Timeout) => {
+                        drained = true;
+                        break;
+                    }
+                    Err(e) => self.hs.transport_failed(handshake_error(e)),
                 }
             }
-        }
-        match hs.status() {
-            Status::Done => return Step::Done(Proof(())),
-            Status::Failed(e) => return Step::Failed(e.clone()),
-            Status::InProgress if !may_read => return Step::Wait(Interest::Readable),
-            Status::InProgress => {}
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => hs.peer_closed(),
-            Ok(n) => {
-                let used = hs.feed(&buf[..n]);
-                early.extend_from_slice(&buf[used..n]);
-                // A short read emptied the socket. Linux's epoll reports
-                // every later arrival as a new edge, so the read that would
-                // only say EAGAIN can be skipped.
-                let emptied =
-                    n < buf.len() && cfg!(any(target_os = "linux", target_os = "android"));
-                may_read = reads == Reads::Drain && !emptied;
+            for message in self.hs.take_output() {
+                let mut header = [0; MAX_HEADER];
+                let n = frame::encode_header(message.len() as u64, &mut header);
+                self.unsent.extend_from_slice(&header[MAX_HEADER - n..]);
+                self.unsent.extend_from_slice(&message);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => may_read = false,
-            Err(_) => hs.peer_closed(),
+            while !self.unsent.is_empty() {
+                match stream.try_write_vectored(&[IoSlice::new(&self.unsent)]) {
+                    Ok(n) => drop(self.unsent.drain(..n)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Step::Wait(Interest::Writable);
+                    }
+                    Err(_) => {
+                        // A verdict the peer cannot read any more is no loss.
+                        self.unsent.clear();
+                        return match self.hs.status() {
+                            Status::Failed(e) => Step::Failed(e.clone()),
+                            _ => Step::Failed(AuthError::PeerClosed),
+                        };
+                    }
+                }
+            }
+            match self.hs.status() {
+                Status::Done => return Step::Done(Proof(())),
+                Status::Failed(e) => return Step::Failed(e.clone()),
+                Status::InProgress if drained => return Step::Wait(Interest::Readable),
+                Status::InProgress => {}
+            }
+        }
+    }
+
+    /// Runs the handshake to its end: [`step`](Self::step), then wait for
+    /// what it waits for until the machine's next deadline, then tell the
+    /// machine the time.
+    pub(crate) fn drive_blocking<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        reader: &mut FrameReader,
+    ) -> Result<Proof> {
+        loop {
+            let interest = match self.step(stream, reader) {
+                Step::Done(proof) => return Ok(proof),
+                Step::Failed(_) if stream.is_closed() => return Err(Error::Closed),
+                Step::Failed(e) => return Err(Error::Auth(e)),
+                Step::Wait(interest) => interest,
+            };
+            // Our challenge rides behind our answer, so a CPython server
+            // writes #WELCOME# and its answer back to back; without an
+            // immediate ACK from us, Nagle's algorithm holds its second write
+            // for our delayed ACK (40 ms). Ask for quick ACKs (TCP, Linux).
+            if interest == Interest::Readable && self.hs.awaiting_verdict() {
+                stream.quick_ack();
+            }
+            if !stream.wait(interest, self.hs.poll_timeout())? {
+                self.hs.handle_timeout(Instant::now());
+            }
         }
     }
 }
 
-/// Runs `hs` to its end over `stream`: [`step`], then wait for what it
-/// waits for until the machine's next deadline, then tell the machine the
-/// time. Bytes read past the handshake are appended to `early`.
-pub(crate) fn drive_blocking<S: ByteStream + ?Sized>(
-    stream: &S,
-    hs: &mut Handshake,
-    early: &mut Vec<u8>,
-) -> Result<Proof> {
-    let mut reads = Reads::No;
-    loop {
-        let interest = match step(stream, hs, early, reads) {
-            Step::Done(proof) => return Ok(proof),
-            Step::Failed(_) if stream.is_closed() => return Err(Error::Closed),
-            Step::Failed(e) => return Err(Error::Auth(e)),
-            Step::Wait(interest) => interest,
+/// What a transport error while reading a handshake message means for the
+/// handshake.
+fn handshake_error(e: Error) -> AuthError {
+    match e {
+        Error::MessageTooLarge { len, .. } => AuthError::MessageTooLarge(len),
+        // No handshake message is that long: say so, as for any other
+        // length past the limit.
+        Error::Protocol(ProtocolError::BadExtendedLength(len)) => AuthError::MessageTooLarge(len),
+        Error::Protocol(_) => AuthError::Malformed("negative frame length"),
+        _ => AuthError::PeerClosed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::auth::{NONCE_LEN, RANDOM_LEN};
+    use crate::transport::fake::FakeStream;
+
+    const KEY: &[u8] = b"handshake driver test key";
+
+    fn machine(role: Role) -> Handshake {
+        let timeouts = Timeouts {
+            total: Duration::from_secs(5),
+            first_message: None,
         };
-        // Our challenge rides behind our answer, so a CPython server writes
-        // #WELCOME# and its answer back to back; without an immediate ACK
-        // from us, Nagle's algorithm holds its second write for our delayed
-        // ACK (40 ms). Ask for quick ACKs (TCP, Linux).
-        if interest == Interest::Readable && hs.awaiting_verdict() {
-            stream.quick_ack();
+        let random = [u8::from(role == Role::Server); RANDOM_LEN];
+        Handshake::new(
+            role,
+            AuthKey::new(KEY),
+            AuthPolicy::default(),
+            random,
+            Instant::now(),
+            timeouts,
+        )
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut header = [0; MAX_HEADER];
+        let n = frame::encode_header(payload.len() as u64, &mut header);
+        [&header[MAX_HEADER - n..], payload].concat()
+    }
+
+    /// Everything a client says to `machine(Role::Server)`, framed, in
+    /// order: the server's machine is the same every time, so a fresh one
+    /// can be driven with these bytes.
+    fn client_side() -> Vec<u8> {
+        let (mut server, mut client) = (machine(Role::Server), machine(Role::Client));
+        let mut wire = Vec::new();
+        while server.wants_message() {
+            for m in server.take_output() {
+                client.on_message(&m);
+            }
+            let said = client.take_output();
+            for m in &said {
+                wire.extend_from_slice(&framed(m));
+                server.on_message(m);
+            }
+            if said.is_empty() {
+                break;
+            }
         }
-        reads = Reads::No;
-        match stream.wait(interest, hs.poll_timeout())? {
-            true if interest == Interest::Readable => reads = Reads::Once,
-            true => {}
-            false => hs.handle_timeout(Instant::now()),
+        assert_eq!(server.status(), &Status::Done);
+        wire
+    }
+
+    fn serve(wire: Vec<u8>, chunk: usize) -> (Result<Proof>, FrameReader, FakeStream) {
+        let stream = FakeStream::new(wire).chunks(&[chunk]);
+        let mut reader = FrameReader::new(HANDSHAKE_MESSAGE_LIMIT);
+        let result = Exchange::new(machine(Role::Server)).drive_blocking(&stream, &mut reader);
+        (result, reader, stream)
+    }
+
+    #[test]
+    fn what_follows_the_handshake_stays_in_the_reader_at_any_chunking() {
+        let mut wire = client_side();
+        wire.extend_from_slice(&framed(b"first message"));
+        for chunk in [1, 2, 5, 64, 4096] {
+            let (result, mut reader, stream) = serve(wire.clone(), chunk);
+            assert!(result.is_ok(), "chunk {chunk}: {result:?}");
+            reader.set_max_message(1024);
+            let first = reader.read_owned(&stream, None).unwrap();
+            assert_eq!(first, b"first message", "chunk {chunk}");
+            let mut said = machine(Role::Server);
+            let challenge = said.take_output().remove(0);
+            let written = stream.written();
+            assert!(written.starts_with(&framed(&challenge)), "chunk {chunk}");
+            let welcome = framed(b"#WELCOME#");
+            assert_eq!(
+                &written[framed(&challenge).len()..][..welcome.len()],
+                welcome
+            );
+        }
+    }
+
+    #[test]
+    fn a_handshake_cut_anywhere_fails_as_a_closed_peer() {
+        let wire = client_side();
+        for cut in 0..wire.len() {
+            let (result, _, _) = serve(wire[..cut].to_vec(), 7);
+            assert!(
+                matches!(result, Err(Error::Auth(AuthError::PeerClosed))),
+                "cut {cut}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_and_malformed_frames_fail_from_their_header() {
+        let limit = HANDSHAKE_MESSAGE_LIMIT;
+        let cases: [(Vec<u8>, AuthError); 3] = [
+            (
+                (limit as u32 + 1).to_be_bytes().to_vec(),
+                AuthError::MessageTooLarge(limit + 1),
+            ),
+            (
+                [(-1i32).to_be_bytes().as_slice(), &[0xff; 8]].concat(),
+                AuthError::MessageTooLarge(u64::MAX),
+            ),
+            (
+                (-5i32).to_be_bytes().to_vec(),
+                AuthError::Malformed("negative frame length"),
+            ),
+        ];
+        for (wire, expected) in cases {
+            let (result, _, stream) = serve(wire, 4096);
+            match result {
+                Err(Error::Auth(e)) => assert_eq!(e, expected),
+                other => panic!("{expected:?}: {other:?}"),
+            }
+            // Only our challenge went out: the header alone was refused.
+            let challenge = NONCE_LEN + b"#CHALLENGE#{sha256}".len();
+            assert_eq!(stream.written().len(), 4 + challenge);
         }
     }
 }

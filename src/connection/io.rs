@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, Proof};
 use crate::proto::codec::{self, Codec};
 use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
@@ -216,6 +217,22 @@ impl Receiver {
         }
     }
 
+    /// A receiver that goes on with `reader`, which has already read from
+    /// the endpoint's stream (a listener's handshake, say).
+    pub(crate) fn with_reader(
+        endpoint: Arc<Endpoint>,
+        reader: FrameReader,
+        max_message: u64,
+    ) -> Self {
+        let mut rx = Receiver {
+            endpoint,
+            reader,
+            codec: Codec::default(),
+        };
+        rx.set_max_message(max_message);
+        rx
+    }
+
     pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -224,8 +241,15 @@ impl Receiver {
         Arc::downgrade(&self.endpoint)
     }
 
-    pub(crate) fn reader_mut(&mut self) -> &mut FrameReader {
-        &mut self.reader
+    /// Runs a handshake over this receiver's stream and reader, with the
+    /// handshake's message limit; the connection's limit returns after.
+    /// What the peer sent behind the handshake stays in the reader.
+    pub(crate) fn handshake(&mut self, exchange: &mut Exchange) -> Result<Proof> {
+        let max = self.max_message();
+        self.set_max_message(HANDSHAKE_MESSAGE_LIMIT);
+        let result = exchange.drive_blocking(&*self.endpoint, &mut self.reader);
+        self.set_max_message(max);
+        result
     }
 
     pub(crate) fn has_buffered(&self) -> bool {

@@ -14,7 +14,7 @@ use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
 use crate::sys;
-use crate::transport::Endpoint;
+use crate::transport::{Endpoint, FrameReader};
 
 mod batch;
 mod halves;
@@ -138,15 +138,15 @@ impl Connection<Unverified> {
         }
     }
 
-    /// A connection whose stream has already delivered `early`: bytes that
-    /// arrived right behind the handshake, to be read first.
-    pub(crate) fn with_early_bytes(stream: sys::Stream, early: &[u8], max_message: u64) -> Self {
-        let mut conn = Self::from_stream(stream, true, true);
-        if let Some(rx) = conn.rx.as_mut() {
-            rx.set_max_message(max_message);
-            rx.reader_mut().unread(early);
+    /// A connection that goes on with `reader`, which has already read from
+    /// `stream` (a listener's handshake): what it holds is read first.
+    pub(crate) fn with_reader(stream: sys::Stream, reader: FrameReader, max_message: u64) -> Self {
+        let endpoint = Arc::new(Endpoint::new(stream));
+        Connection {
+            rx: Some(Receiver::with_reader(endpoint.clone(), reader, max_message)),
+            tx: Sender::new(endpoint, true),
+            _trust: PhantomData,
         }
-        conn
     }
 
     /// The connection a finished handshake vouches for.

@@ -31,6 +31,7 @@ use crate::key::AuthKey;
 use crate::proto::codec::Codec;
 use crate::socket::unix_path::SocketFile;
 use crate::sys;
+use crate::transport::FrameReader;
 
 #[cfg(unix)]
 mod poll;
@@ -298,9 +299,9 @@ impl Drop for DriverGuard<'_> {
 struct Accepted {
     stream: sys::Stream,
     peer: Option<Address>,
-    /// Bytes read past the handshake's last message: the client's first
-    /// messages, handed to the connection.
-    early: Vec<u8>,
+    /// What the handshake read through: it may hold the client's first
+    /// messages, which the connection reads first.
+    reader: FrameReader,
     /// The finished handshake; `None` for a listener that runs none.
     proof: Option<Proof>,
 }
@@ -469,7 +470,7 @@ impl<T: Trust> Listener<T> {
     /// listener's engine always gives.
     fn hand_out(&self, accepted: Accepted) -> Option<Connection<T>> {
         let mut conn =
-            Connection::with_early_bytes(accepted.stream, &accepted.early, self.opts.max_message);
+            Connection::with_reader(accepted.stream, accepted.reader, self.opts.max_message);
         conn.set_codec(self.opts.codec);
         let conn = T::admit(conn, accepted.proof)?;
         self.shared.accepted.fetch_add(1, Ordering::Relaxed);

@@ -30,12 +30,12 @@ use socket2::Socket;
 use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::{Address, Family};
 use crate::error::{AuthError, Error, Result};
-use crate::handshake::{self, Proof, Reads, Step};
+use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, Proof, Step};
 use crate::key::AuthKey;
-use crate::proto::auth::Handshake;
 use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
 use crate::sys;
+use crate::transport::FrameReader;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -91,20 +91,19 @@ impl Wake {
 /// One client in the middle of its handshake.
 struct Pending {
     stream: sys::Stream,
-    handshake: Handshake,
+    exchange: Exchange,
+    /// The handshake reads through it; the connection goes on with it.
+    reader: FrameReader,
     /// When it was accepted and sent its challenge.
     started: Instant,
     peer: Option<Address>,
-    /// Bytes read past the handshake's last message: the client's first
-    /// messages, handed to the connection.
-    early: Vec<u8>,
 }
 
 impl Pending {
     /// Whether the client has answered our challenge correctly: it holds
     /// the key, and is never evicted.
     fn proven(&self) -> bool {
-        self.handshake.messages_received() > 0
+        self.exchange.handshake().messages_received() > 0
     }
 }
 
@@ -314,7 +313,8 @@ impl Engine {
                 }
             };
             let Some(key) = &self.key else {
-                self.queue_ready(stream, peer, Vec::new(), None);
+                let reader = FrameReader::new(self.opts.max_message);
+                self.queue_ready(stream, reader, peer, None);
                 continue;
             };
             let now = Instant::now();
@@ -328,10 +328,10 @@ impl Engine {
             }
             let pending = Pending {
                 stream,
-                handshake,
+                exchange: Exchange::new(handshake),
+                reader: FrameReader::new(HANDSHAKE_MESSAGE_LIMIT),
                 started: now,
                 peer,
-                early: Vec::new(),
             };
             match self.free.pop() {
                 Some(slot) => self.pending[slot] = Some(pending),
@@ -360,7 +360,7 @@ impl Engine {
             return;
         };
         let proven = p.proven();
-        let step = handshake::step(&p.stream, &mut p.handshake, &mut p.early, Reads::Drain);
+        let step = p.exchange.step(&p.stream, &mut p.reader);
         let answered = (!proven && p.proven()).then(|| p.started.elapsed());
         if let Some(time) = answered {
             self.answers.record(time);
@@ -370,7 +370,7 @@ impl Engine {
             Step::Done(proof) => {
                 if let Some(p) = self.remove(slot) {
                     match p.stream.set_nonblocking(false) {
-                        Ok(()) => self.queue_ready(p.stream, p.peer, p.early, Some(proof)),
+                        Ok(()) => self.queue_ready(p.stream, p.reader, p.peer, Some(proof)),
                         Err(e) => self.report(p.peer, e.into()),
                     }
                 }
@@ -386,14 +386,14 @@ impl Engine {
     fn queue_ready(
         &self,
         stream: sys::Stream,
+        reader: FrameReader,
         peer: Option<Address>,
-        early: Vec<u8>,
         proof: Option<Proof>,
     ) {
         lock(&self.shared.wake.queue).ready.push_back(Accepted {
             stream,
+            reader,
             peer,
-            early,
             proof,
         });
     }
@@ -469,21 +469,18 @@ impl Engine {
         self.pending
             .iter()
             .flatten()
-            .filter_map(|p| p.handshake.poll_timeout())
+            .filter_map(|p| p.exchange.handshake().poll_timeout())
             .min()
     }
 
-    /// Tells every pending handshake the time, and fails those past a deadline.
+    /// Fails every pending handshake whose machine has passed a deadline.
     fn expire(&mut self, now: Instant) {
         for slot in 0..self.pending.len() {
-            let Some(p) = self.pending[slot].as_mut() else {
-                continue;
-            };
-            if p.handshake.poll_timeout().is_none_or(|t| t > now) {
-                continue;
-            }
-            p.handshake.handle_timeout(now);
-            if let Some(p) = self.remove(slot) {
+            let late = self.pending[slot].as_ref().is_some_and(|p| {
+                let next = p.exchange.handshake().poll_timeout();
+                next.is_some_and(|t| t <= now)
+            });
+            if late && let Some(p) = self.remove(slot) {
                 self.report(p.peer, Error::Auth(AuthError::TimedOut));
             }
         }

@@ -16,12 +16,14 @@ use socket2::Socket;
 
 use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::Address;
+use crate::connection::DEFAULT_MAX_MESSAGE;
 use crate::error::{Error, Result};
-use crate::handshake::{self, HandshakeOptions, Proof, READ_AHEAD};
+use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, HandshakeOptions, Proof};
 use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
 use crate::sys::{self, Event, Pipe};
+use crate::transport::FrameReader;
 
 /// What the listener's threads share.
 ///
@@ -270,9 +272,9 @@ impl Context {
             .name("mpconn-handshake".into())
             .spawn(move || {
                 let result = match &ctx.key {
-                    None => Ok((Vec::new(), None)),
+                    None => Ok((FrameReader::new(DEFAULT_MAX_MESSAGE), None)),
                     Some(key) => handshake(&stream, &ctx.handshake, key)
-                        .map(|(early, proof)| (early, Some(proof))),
+                        .map(|(reader, proof)| (reader, Some(proof))),
                 };
                 ctx.finish(stream, peer, result);
             });
@@ -286,18 +288,18 @@ impl Context {
         &self,
         stream: sys::Stream,
         peer: Option<Address>,
-        result: Result<(Vec<u8>, Option<Proof>)>,
+        result: Result<(FrameReader, Option<Proof>)>,
     ) {
         let wake = &self.shared.wake;
         match result {
-            Ok((early, proof)) => {
+            Ok((reader, proof)) => {
                 let mut state = wake.lock();
                 state.pending -= 1;
                 if !self.shared.closed.load(Ordering::SeqCst) {
                     state.ready.push_back(Accepted {
                         stream,
+                        reader,
                         peer,
-                        early,
                         proof,
                     });
                     wake.ready_event.set();
@@ -383,19 +385,20 @@ fn accept_pipes(name: &str, mut spare: Pipe, ctx: &Context) {
 }
 
 /// The server's handshake over a blocking stream, within the handshake
-/// deadlines; returns the bytes read past its last message.
+/// deadlines; returns the reader it read through, which may hold the
+/// client's first messages.
 fn handshake(
     stream: &sys::Stream,
     opts: &HandshakeOptions,
     key: &AuthKey,
-) -> Result<(Vec<u8>, Proof)> {
-    let mut hs = opts.start(Role::Server, key, Instant::now())?;
+) -> Result<(FrameReader, Proof)> {
+    let mut exchange = Exchange::new(opts.start(Role::Server, key, Instant::now())?);
     // Handshake messages are small: a client that sends a large one must
     // not make a named pipe buffer it.
-    stream.set_read_limit(READ_AHEAD as u64);
-    let mut early = Vec::new();
-    let proof = handshake::drive_blocking(stream, &mut hs, &mut early)?;
-    Ok((early, proof))
+    stream.set_read_limit(HANDSHAKE_MESSAGE_LIMIT);
+    let mut reader = FrameReader::new(HANDSHAKE_MESSAGE_LIMIT);
+    let proof = exchange.drive_blocking(stream, &mut reader)?;
+    Ok((reader, proof))
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The authentication handshake as a sans-I/O state machine.
 //!
-//! Bytes go in through [`Handshake::feed`], frames to send come out of
-//! [`Handshake::output`], and [`Handshake::status`] gives the verdict. The
-//! machine never asks for more bytes than the message it is reading still
-//! needs, so a driver that reads exactly [`Handshake::wants`] bytes leaves
-//! whatever the peer sent after the handshake in the socket, for the
-//! connection to read as ordinary messages.
+//! Whole messages go in through [`Handshake::on_message`], messages to send
+//! come out of [`Handshake::take_output`], and [`Handshake::status`] gives
+//! the verdict. The machine knows nothing of frames: the transport reads
+//! and writes them (refusing handshake messages past [`MAX_MESSAGE`] from
+//! their header), so whatever the peer sent behind the handshake stays with
+//! the transport, for the connection to read as ordinary messages.
 //!
 //! Order (CPython's `deliver_challenge` / `answer_challenge`):
 //!
@@ -38,8 +38,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac, SimpleHmac};
 
-use super::frame::{self, MAX_HEADER};
-use crate::error::{AuthError, ProtocolError};
+use crate::error::AuthError;
 use crate::key::AuthKey;
 
 /// Length of the random part of a challenge (CPython's `MESSAGE_LENGTH`).
@@ -178,12 +177,12 @@ pub enum Role {
 /// Where the handshake stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
-    /// More bytes are needed, or output is waiting to be sent.
+    /// More messages are needed, or output is waiting to be sent.
     InProgress,
-    /// Both sides proved the key. Send what [`Handshake::output`] still holds
-    /// (the client's final `#WELCOME#`) before using the connection.
+    /// Both sides proved the key. Send what [`Handshake::take_output`] still
+    /// gives (the client's final `#WELCOME#`) before using the connection.
     Done,
-    /// The handshake failed. [`Handshake::output`] may still hold a
+    /// The handshake failed. [`Handshake::take_output`] may still give a
     /// `#FAILURE#` verdict worth sending before closing.
     Failed(AuthError),
 }
@@ -208,9 +207,8 @@ pub struct Handshake {
     /// What we wait for next; `None` once finished.
     expect: Option<Expect>,
     status: Status,
-    /// The incoming frame, header and payload, as far as it has arrived.
-    input: Vec<u8>,
-    output: Vec<u8>,
+    /// Messages to send, oldest first.
+    output: Vec<Vec<u8>>,
     /// When the exchange must have finished; `None`: never.
     total_deadline: Option<Instant>,
     /// When the peer's first message must have arrived; cleared by it.
@@ -254,8 +252,7 @@ impl Handshake {
             ours,
             expect: None,
             status: Status::InProgress,
-            input: Vec::with_capacity(MAX_HEADER + MAX_MESSAGE),
-            output: Vec::with_capacity(128),
+            output: Vec::with_capacity(2),
             total_deadline: now.checked_add(timeouts.total),
             first_deadline: timeouts.first_message.and_then(|d| now.checked_add(d)),
             received: 0,
@@ -315,85 +312,50 @@ impl Handshake {
         self.expect == Some(Expect::Verdict)
     }
 
-    /// Bytes waiting to be sent.
-    pub fn output(&self) -> &[u8] {
-        &self.output
+    /// Takes the messages waiting to be sent, oldest first.
+    pub fn take_output(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.output)
     }
 
-    /// Marks the first `n` bytes of [`output`](Self::output) as sent.
-    pub fn consume_output(&mut self, n: usize) {
-        self.output.drain(..n.min(self.output.len()));
+    /// Whether the machine still expects a message from the peer.
+    pub fn wants_message(&self) -> bool {
+        self.expect.is_some()
     }
 
-    /// How many bytes the machine can take before it has a whole message:
-    /// never more than the rest of the message being read, and 0 when it
-    /// expects nothing.
-    pub fn wants(&self) -> usize {
-        if self.expect.is_none() {
-            return 0;
-        }
-        match frame::parse_header(&self.input) {
-            Ok(Some(h)) => (h.header_len + h.payload_len as usize).saturating_sub(self.input.len()),
-            Ok(None) => frame::header_bytes_missing(&self.input),
-            // Unreachable: feed() fails the machine on a bad header.
-            Err(_) => 0,
-        }
-    }
-
-    /// Takes up to `bytes.len()` bytes of input and returns how many it used:
-    /// all of them while messages are incomplete, fewer once the handshake
-    /// has finished (the rest belongs to the connection).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> usize {
-        let start = bytes.len();
-        while !bytes.is_empty() {
-            let want = self.wants();
-            if want == 0 {
-                break;
+    /// Acts on one whole message from the peer. A message the machine does
+    /// not expect any more (after its verdict) is ignored: drivers stop
+    /// reading once the handshake has ended.
+    pub fn on_message(&mut self, message: &[u8]) {
+        let Some(expect) = self.expect else {
+            return;
+        };
+        self.received = self.received.saturating_add(1);
+        self.first_deadline = None;
+        let result = if message.len() > MAX_MESSAGE {
+            Err(AuthError::MessageTooLarge(message.len() as u64))
+        } else {
+            match expect {
+                Expect::Challenge => self.on_challenge(message),
+                Expect::Response => self.on_response(message),
+                Expect::Verdict => self.on_verdict(message),
             }
-            let take = want.min(bytes.len());
-            self.input.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if let Err(e) = self.advance() {
-                self.fail(e);
-            }
+        };
+        if let Err(e) = result {
+            self.fail(e);
         }
-        start - bytes.len()
     }
 
     /// The peer closed its end: a failure unless the handshake had finished.
     pub fn peer_closed(&mut self) {
-        if self.expect.is_some() {
-            self.fail(AuthError::PeerClosed);
-        }
+        self.transport_failed(AuthError::PeerClosed);
     }
 
-    /// Checks the frame in `input`; when it is whole, acts on it.
-    fn advance(&mut self) -> Result<(), AuthError> {
-        let header = match frame::parse_header(&self.input) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Ok(()),
-            // No handshake message is that long: say so, as for any other
-            // length past the limit.
-            Err(ProtocolError::BadExtendedLength(len)) => {
-                return Err(AuthError::MessageTooLarge(len));
-            }
-            Err(_) => return Err(AuthError::Malformed("negative frame length")),
-        };
-        if header.payload_len > MAX_MESSAGE as u64 {
-            return Err(AuthError::MessageTooLarge(header.payload_len));
-        }
-        if self.input.len() < header.header_len + header.payload_len as usize {
-            return Ok(());
-        }
-        let message = self.input.split_off(header.header_len);
-        self.input.clear();
-        self.received = self.received.saturating_add(1);
-        self.first_deadline = None;
-        match self.expect {
-            Some(Expect::Challenge) => self.on_challenge(&message),
-            Some(Expect::Response) => self.on_response(&message),
-            Some(Expect::Verdict) => self.on_verdict(&message),
-            None => Ok(()),
+    /// The transport could not deliver the peer's next message (a frame
+    /// past [`MAX_MESSAGE`], a malformed header, the end of the stream): a
+    /// failure unless the handshake had finished.
+    pub fn transport_failed(&mut self, e: AuthError) {
+        if self.expect.is_some() {
+            self.fail(e);
         }
     }
 
@@ -514,10 +476,7 @@ impl Handshake {
     }
 
     fn queue(&mut self, payload: &[u8]) {
-        let mut header = [0; MAX_HEADER];
-        let n = frame::encode_header(payload.len() as u64, &mut header);
-        self.output.extend_from_slice(&header[MAX_HEADER - n..]);
-        self.output.extend_from_slice(payload);
+        self.output.push(payload.to_vec());
     }
 
     fn finish(&mut self) {
@@ -527,7 +486,6 @@ impl Handshake {
 
     fn fail(&mut self, e: AuthError) {
         self.expect = None;
-        self.input.clear();
         self.status = Status::Failed(e);
     }
 }

@@ -316,28 +316,6 @@ impl FrameReader {
         }
     }
 
-    /// Takes bytes already read ahead, for a caller that reads raw bytes
-    /// (the handshake) before framing starts.
-    pub(crate) fn take_buffered(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.buffered().len());
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        n
-    }
-
-    /// Puts bytes that someone else read from this stream (the handshake,
-    /// reading ahead) in front of whatever the stream delivers next.
-    pub(crate) fn unread(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let rest = self.buf.split_off(self.pos);
-        self.buf.clear();
-        self.pos = 0;
-        self.buf.extend_from_slice(bytes);
-        self.buf.extend_from_slice(&rest);
-    }
-
     /// Frees the read buffer when nothing is left in it, so that an idle
     /// connection holds no buffer memory.
     pub(crate) fn release_if_idle(&mut self) {
