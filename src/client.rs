@@ -123,7 +123,7 @@ impl ClientOptions {
         address: impl ToAddress,
     ) -> Result<Connection<Unverified>> {
         let stream = socket::connect(&address.to_address()?, self.connect_timeout)?;
-        let mut conn = Connection::from_stream(stream, true, true);
+        let mut conn = Connection::from_stream(stream);
         conn.set_max_message_size(self.max_message);
         conn.set_codec(self.codec);
         Ok(conn)

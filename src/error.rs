@@ -48,10 +48,6 @@ pub enum Error {
     /// This end was closed (by [`Listener::close`](crate::Listener::close) or
     /// a shutdown from another thread).
     Closed,
-    /// Sending on the receiving end of a simplex pipe.
-    NotWritable,
-    /// Receiving on the sending end of a simplex pipe.
-    NotReadable,
     /// `recv_bytes_into_at` was given an offset past the end of its buffer.
     OffsetOutOfRange {
         /// The offset asked for.
@@ -174,8 +170,6 @@ impl fmt::Display for Error {
             Error::Address(e) => write!(f, "address error: {e}"),
             Error::Timeout => f.write_str("operation timed out"),
             Error::Closed => f.write_str("closed by this process"),
-            Error::NotWritable => f.write_str("this end of a simplex pipe can only receive"),
-            Error::NotReadable => f.write_str("this end of a simplex pipe can only send"),
             Error::OffsetOutOfRange { offset, len } => {
                 write!(f, "offset {offset} is beyond the buffer's {len} bytes")
             }
@@ -332,7 +326,6 @@ impl From<Error> for io::Error {
             Error::Closed => io::ErrorKind::NotConnected,
             Error::Auth(_) => io::ErrorKind::PermissionDenied,
             Error::OffsetOutOfRange { .. } | Error::Address(_) => io::ErrorKind::InvalidInput,
-            Error::NotWritable | Error::NotReadable => io::ErrorKind::Unsupported,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)

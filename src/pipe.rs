@@ -1,6 +1,6 @@
 //! `pipe()` and `pipe_simplex()`: connected pairs inside one process tree.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, RecvHalf, SendHalf, simplex_pipe_ends};
 use crate::error::Result;
 use crate::sys;
 
@@ -17,8 +17,8 @@ use crate::sys;
 pub fn pipe() -> Result<(Connection, Connection)> {
     let (a, b) = sys::Stream::pair()?;
     Ok((
-        Connection::from_stream(a, true, true).into_pipe_end(),
-        Connection::from_stream(b, true, true).into_pipe_end(),
+        Connection::from_stream(a).into_pipe_end(),
+        Connection::from_stream(b).into_pipe_end(),
     ))
 }
 
@@ -26,16 +26,19 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// `Pipe(duplex=False)`. On Windows the pipe itself is one-way (inbound to
 /// the receiver), as CPython creates it.
 ///
-/// Sending on the receiver is [`Error::NotWritable`](crate::Error::NotWritable)
-/// and receiving on the sender is
-/// [`Error::NotReadable`](crate::Error::NotReadable).
+/// The direction is in the types: the receiver is a [`RecvHalf`], which has
+/// no send method, and the sender a [`SendHalf`], which has no receive
+/// method.
+///
+/// ```compile_fail,E0599
+/// let (mut rx, _tx) = mpconn::pipe_simplex()?;
+/// rx.send_bytes(b"the wrong way")?;
+/// # Ok::<(), mpconn::Error>(())
+/// ```
 ///
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) when the system is out of descriptors.
-pub fn pipe_simplex() -> Result<(Connection, Connection)> {
+pub fn pipe_simplex() -> Result<(RecvHalf, SendHalf)> {
     let (r, w) = sys::Stream::pair_simplex()?;
-    Ok((
-        Connection::from_stream(r, true, false).into_pipe_end(),
-        Connection::from_stream(w, false, true).into_pipe_end(),
-    ))
+    Ok(simplex_pipe_ends(r, w))
 }

@@ -37,13 +37,12 @@ pub struct WaitSource<'a>(pub(crate) sys::WaitSource<'a>);
 
 impl<T: Trust> Waitable for Connection<T> {
     fn ready_now(&self) -> bool {
-        self.receiver_ref()
-            .is_some_and(|rx| rx.has_buffered() || rx.endpoint().is_closed())
+        let rx = self.receiver_ref();
+        rx.has_buffered() || rx.endpoint().is_closed()
     }
     fn wait_source(&self) -> Option<WaitSource<'_>> {
-        // The sending end of a simplex pipe never has anything to read.
-        self.receiver_ref()
-            .map(|rx| WaitSource(sys::WaitSource::stream(rx.endpoint().stream())))
+        let stream = self.receiver_ref().endpoint().stream();
+        Some(WaitSource(sys::WaitSource::stream(stream)))
     }
 }
 

@@ -4,14 +4,16 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{KEY, child_role, spawn_child, try_read_frame, watchdog, write_frame};
+use common::{
+    KEY, child_role, read_frame, sha256_answer, spawn_child, try_read_frame, watchdog, write_frame,
+};
 use mpconn::{AuthError, Client, Error, Listener, ListenerOptions};
 
 const ROGUE_VAR: &str = "MPCONN_TEST_ROGUE";
@@ -178,4 +180,46 @@ fn connections_know_their_peer_address() {
     assert_ne!(&from, listener.address());
     let (a, _b) = mpconn::pipe().unwrap();
     assert_eq!(a.peer_address(), None);
+}
+
+/// A client that answered in time is not failed because the listener was
+/// busy and read its answer late: deadlines judge the client. Here the
+/// listener sends its challenge, then nobody drives it for three times the
+/// first-answer deadline, while the client answers after 10 ms.
+#[test]
+fn a_busy_listener_does_not_blame_a_client_that_answered_in_time() {
+    let _w = watchdog(30);
+    let listener = ListenerOptions::new()
+        .first_answer_timeout(Duration::from_millis(100))
+        .bind("127.0.0.1:0", KEY)
+        .unwrap();
+    let mpconn::Address::Tcp(address) = *listener.address() else {
+        panic!("a TCP listener has a TCP address")
+    };
+    let client = thread::spawn(move || {
+        let mut s = TcpStream::connect(address).unwrap();
+        let challenge = read_frame(&mut s);
+        thread::sleep(Duration::from_millis(10));
+        write_frame(
+            &mut s,
+            &sha256_answer(KEY, &challenge[b"#CHALLENGE#".len()..]),
+        );
+        assert_eq!(read_frame(&mut s), b"#WELCOME#");
+        let ours = [b"{sha256}".as_slice(), &[0x42; 40]].concat();
+        write_frame(&mut s, &[b"#CHALLENGE#".as_slice(), &ours].concat());
+        assert_eq!(read_frame(&mut s), sha256_answer(KEY, &ours));
+        write_frame(&mut s, b"#WELCOME#");
+        write_frame(&mut s, b"served");
+        s
+    });
+    // One step: the client is accepted and challenged, its answer not read.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(5) {
+        assert!(listener.try_accept().unwrap().is_none());
+    }
+    thread::sleep(Duration::from_millis(300));
+    let mut conn = listener.accept_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"served");
+    assert_eq!(listener.stats().failed_handshakes, 0);
+    drop(client.join().unwrap());
 }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(unix)]
 use common::unique_path;
-use common::{KEY, frame, read_frame, watchdog, write_frame};
-use hmac::{Hmac, KeyInit, Mac};
+use common::{KEY, frame, read_frame, sha256_answer, watchdog, write_frame};
 use mpconn::{Address, AuthError, Client, Error, Listener, ListenerOptions, Unverified};
 #[cfg(unix)]
 use mpconn::{AddressError, Family};
@@ -247,12 +246,6 @@ fn sixteen_clients_at_once_are_all_served() {
     for c in clients {
         c.join().unwrap();
     }
-}
-
-fn sha256_answer(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
-    mac.update(message);
-    [b"{sha256}".as_slice(), &mac.finalize().into_bytes()].concat()
 }
 
 /// A hand-written client in CPython's order that writes its first message

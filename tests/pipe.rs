@@ -137,21 +137,19 @@ fn offsets_place_messages_and_are_checked() {
     );
 }
 
+/// The wrong direction does not compile (a doctest of `pipe_simplex`
+/// shows it); the right one carries typed values, and the end of the
+/// sender is the end of the stream.
 #[test]
-fn simplex_ends_refuse_the_wrong_direction() {
+fn simplex_ends_carry_one_way() {
     let _w = watchdog(10);
     let (mut rx, mut tx) = pipe_simplex().unwrap();
-    assert!(matches!(rx.send_bytes(b"x"), Err(Error::NotWritable)));
-    assert!(matches!(rx.send(&1u8), Err(Error::NotWritable)));
-    assert!(matches!(tx.recv_bytes(), Err(Error::NotReadable)));
-    assert!(matches!(tx.recv::<u8>(), Err(Error::NotReadable)));
-    assert!(matches!(
-        tx.poll(Some(Duration::ZERO)),
-        Err(Error::NotReadable)
-    ));
+    assert!(!rx.poll(Some(Duration::ZERO)).unwrap());
     tx.send(&"one way").unwrap();
+    tx.send_bytes(b"raw").unwrap();
     assert_eq!(rx.recv::<String>().unwrap(), "one way");
-    tx.close().unwrap();
+    assert_eq!(rx.recv_bytes().unwrap(), b"raw");
+    drop(tx);
     assert!(matches!(rx.recv_bytes(), Err(Error::Eof)));
 }
 
@@ -477,10 +475,4 @@ fn batches_deliver_in_order_and_report_errors_on_flush() {
     let mut batch = a.batch();
     batch.send_bytes(b"into the void").unwrap();
     assert!(batch.flush().is_err());
-
-    let (mut rx, _tx) = pipe_simplex().unwrap();
-    assert!(matches!(
-        rx.batch().send_bytes(b"x"),
-        Err(Error::NotWritable)
-    ));
 }

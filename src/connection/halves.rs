@@ -1,5 +1,7 @@
-//! The two halves of a split connection, and the handle that closes a
-//! connection from another thread.
+//! The two directions of a connection as types of their own: `SendHalf`
+//! and `RecvHalf`, each with the whole API of its direction (a `Connection`
+//! is built from one of each and forwards to them), and the handle that
+//! closes a connection from another thread.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -11,24 +13,28 @@ use serde::de::DeserializeOwned;
 
 use super::{Authenticated, Connection, Receiver, Sender, Trust, deadline_after};
 use crate::error::Result;
+use crate::proto::codec::Codec;
 use crate::transport::Endpoint;
 
-/// The sending half of a [`Connection::split`].
+/// The sending direction of a connection: from [`Connection::split`], or
+/// the writing end of [`pipe_simplex`](crate::pipe_simplex).
 pub struct SendHalf<T: Trust = Authenticated> {
-    tx: Sender,
+    pub(super) tx: Sender,
     _trust: PhantomData<fn() -> T>,
 }
 
-/// The receiving half of a [`Connection::split`]. Typed `recv` exists only
-/// for authenticated connections, as on `Connection`.
+/// The receiving direction of a connection: from [`Connection::split`], or
+/// the reading end of [`pipe_simplex`](crate::pipe_simplex). Typed `recv`
+/// exists only when authenticated, as on `Connection`.
 pub struct RecvHalf<T: Trust = Authenticated> {
-    rx: Receiver,
+    pub(super) rx: Receiver,
     _trust: PhantomData<fn() -> T>,
 }
 
 impl<T: Trust> fmt::Debug for SendHalf<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendHalf")
+            .field("trust", &std::any::type_name::<T>())
             .field("stream", self.tx.endpoint().stream())
             .finish()
     }
@@ -37,6 +43,7 @@ impl<T: Trust> fmt::Debug for SendHalf<T> {
 impl<T: Trust> fmt::Debug for RecvHalf<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecvHalf")
+            .field("trust", &std::any::type_name::<T>())
             .field("stream", self.rx.endpoint().stream())
             .finish()
     }
@@ -50,30 +57,71 @@ impl<T: Trust> SendHalf<T> {
         }
     }
 
-    /// As [`Connection::send`].
+    /// Changes the trust marker.
+    pub(super) fn retag<U: Trust>(self) -> SendHalf<U> {
+        SendHalf::new(self.tx)
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.tx.endpoint()
+    }
+
+    /// Sends a typed value, encoded with the connection's codec (bincode by
+    /// default).
     ///
     /// # Errors
-    /// As [`Connection::send`].
+    /// [`Error::Codec`](crate::Error::Codec) if the value cannot be encoded
+    /// (nothing is sent then), [`Error::Closed`](crate::Error::Closed) after a
+    /// [`CloseHandle`] closed it, [`Error::Io`](crate::Error::Io) if the peer
+    /// has gone.
     pub fn send<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
         self.tx.send(value)
     }
 
-    /// As [`Connection::send_bytes`].
+    /// Sends a dynamic value as a pickle (feature `pickle`), whatever the
+    /// connection's codec: for shapes with no fixed Rust type, and for
+    /// integers beyond 64 bits (`pickle::Value::Int` holds a big integer).
     ///
     /// # Errors
-    /// As [`Connection::send_bytes`].
+    /// As [`send`](Self::send).
+    #[cfg(feature = "pickle")]
+    pub fn send_pickle_value(&mut self, value: &crate::pickle::Value) -> Result<()> {
+        self.tx.send_pickle_value(value)
+    }
+
+    /// Sends `buf` as one message. An empty `buf` is a legal, empty message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), without the codec error.
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.tx.send_bytes(buf)
     }
 
-    /// As [`Connection::batch`].
+    /// A corked writer that sends many messages in one system call; see
+    /// [`Batch`](super::Batch).
     pub fn batch(&mut self) -> super::Batch<'_> {
         super::Batch::new(&mut self.tx)
+    }
+
+    /// How typed values are encoded: [`Codec::Bincode`] by default, or
+    /// `Codec::Pickle` (feature `pickle`) for a Python peer.
+    pub fn codec(&self) -> Codec {
+        self.tx.codec
+    }
+
+    /// Switches the codec of typed sends, from the next message on.
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.tx.codec = codec;
     }
 
     /// A handle that closes the whole connection from any thread.
     pub fn close_handle(&self) -> CloseHandle {
         CloseHandle::new(self.tx.weak())
+    }
+
+    /// Frees the encoding scratch space if nothing is waiting in it.
+    pub fn shrink_buffers(&mut self) {
+        self.tx.shrink();
     }
 
     /// Puts the halves of one connection back together.
@@ -88,7 +136,7 @@ impl<T: Trust> SendHalf<T> {
         if !self.tx.same_endpoint(&rx.rx) {
             return Err(Box::new((self, rx)));
         }
-        Ok(Connection::from_halves(self.tx, rx.rx))
+        Ok(Connection::from_halves(self, rx))
     }
 }
 
@@ -100,71 +148,141 @@ impl<T: Trust> RecvHalf<T> {
         }
     }
 
+    /// Changes the trust marker, keeping everything read so far.
+    pub(super) fn retag<U: Trust>(self) -> RecvHalf<U> {
+        RecvHalf::new(self.rx)
+    }
+
+    pub(crate) fn receiver(&mut self) -> &mut Receiver {
+        &mut self.rx
+    }
+
     pub(crate) fn receiver_ref(&self) -> &Receiver {
         &self.rx
     }
 
-    /// As [`Connection::recv_bytes`].
+    /// Receives one message as bytes, waiting as long as it takes.
     ///
     /// # Errors
-    /// As [`Connection::recv_bytes`].
+    /// [`Error::Eof`](crate::Error::Eof) when the peer closed cleanly,
+    /// [`Error::Truncated`](crate::Error::Truncated) when it vanished inside a
+    /// message, [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) for a
+    /// frame over the limit, [`Error::Closed`](crate::Error::Closed) after a
+    /// [`CloseHandle`] closed it.
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
         self.rx.recv_bytes(None)
     }
 
-    /// As [`Connection::recv_bytes_timeout`].
+    /// Like [`recv_bytes`](Self::recv_bytes), but gives up with
+    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`. A timeout
+    /// loses nothing: the next receive continues the same message.
     ///
     /// # Errors
-    /// As [`Connection::recv_bytes_timeout`].
+    /// As [`recv_bytes`](Self::recv_bytes), plus the timeout.
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.rx.recv_bytes(deadline_after(timeout))
     }
 
-    /// As [`Connection::recv_bytes_into`].
+    /// Receives one message into `buf` and returns its length. The bytes of
+    /// `buf` past the message are left untouched.
     ///
     /// # Errors
-    /// As [`Connection::recv_bytes_into`].
+    /// [`Error::BufferTooShort`](crate::Error::BufferTooShort) carrying the
+    /// whole message when it does not fit; the connection is then ready for
+    /// the next message. Otherwise as [`recv_bytes`](Self::recv_bytes).
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.rx.recv_bytes_into_at(buf, 0)
     }
 
-    /// As [`Connection::recv_bytes_into_at`].
+    /// Receives one message into `buf[offset..]` and returns its length.
     ///
     /// # Errors
-    /// As [`Connection::recv_bytes_into_at`].
+    /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) when
+    /// `offset > buf.len()` (nothing is received then); otherwise as
+    /// [`recv_bytes_into`](Self::recv_bytes_into).
     pub fn recv_bytes_into_at(&mut self, buf: &mut [u8], offset: usize) -> Result<usize> {
         self.rx.recv_bytes_into_at(buf, offset)
     }
 
-    /// As [`Connection::poll`].
+    /// Whether a message (or the end of stream) can be read within `timeout`:
+    /// `Some(Duration::ZERO)` only looks, `None` waits as long as it takes.
+    /// Data already buffered inside the connection counts.
+    ///
+    /// As in CPython, `true` means that the first bytes of a message are here;
+    /// a large message may still be arriving.
     ///
     /// # Errors
-    /// As [`Connection::poll`].
+    /// [`Error::Closed`](crate::Error::Closed) after a [`CloseHandle`] closed
+    /// it; [`Error::Io`](crate::Error::Io) if the readiness check fails.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
         self.rx.poll(timeout)
+    }
+
+    /// How typed values are decoded: [`Codec::Bincode`] by default, or
+    /// `Codec::Pickle` (feature `pickle`) for a Python peer.
+    pub fn codec(&self) -> Codec {
+        self.rx.codec
+    }
+
+    /// Switches the codec of typed receives, from the next message on.
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.rx.codec = codec;
+    }
+
+    /// The largest incoming message this end accepts.
+    pub fn max_message_size(&self) -> u64 {
+        self.rx.max_message()
+    }
+
+    /// Sets the largest incoming message this end accepts. Larger frames
+    /// are refused with [`Error::MessageTooLarge`](crate::Error::MessageTooLarge)
+    /// from their header.
+    pub fn set_max_message_size(&mut self, max: u64) {
+        self.rx.set_max_message(max);
     }
 
     /// A handle that closes the whole connection from any thread.
     pub fn close_handle(&self) -> CloseHandle {
         CloseHandle::new(self.rx.weak())
     }
+
+    /// Frees the read buffer if nothing is waiting in it.
+    pub fn shrink_buffers(&mut self) {
+        self.rx.shrink();
+    }
 }
 
 impl RecvHalf<Authenticated> {
-    /// As [`Connection::recv`].
+    /// Receives one typed value, decoded with the connection's codec.
     ///
     /// # Errors
-    /// As [`Connection::recv`].
+    /// [`Error::Codec`](crate::Error::Codec) when the message is not a valid
+    /// encoding of `V` or has bytes left over; the message is consumed and the
+    /// next one is unaffected. Otherwise as [`recv_bytes`](Self::recv_bytes).
     pub fn recv<V: DeserializeOwned>(&mut self) -> Result<V> {
         self.rx.recv(None)
     }
 
-    /// As [`Connection::recv_timeout`].
+    /// Like [`recv`](Self::recv), but gives up with
+    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`, losing nothing.
     ///
     /// # Errors
-    /// As [`Connection::recv_timeout`].
+    /// As [`recv`](Self::recv), plus the timeout.
     pub fn recv_timeout<V: DeserializeOwned>(&mut self, timeout: Duration) -> Result<V> {
         self.rx.recv(deadline_after(timeout))
+    }
+
+    /// Receives one pickle of any shape as a dynamic value (feature
+    /// `pickle`), whatever the connection's codec: for Python values with no
+    /// fixed Rust type, and for integers beyond 64 bits, which only this
+    /// path can carry. The same refusals apply as for
+    /// [`Codec::Pickle`](crate::Codec).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    #[cfg(feature = "pickle")]
+    pub fn recv_pickle_value(&mut self) -> Result<crate::pickle::Value> {
+        self.rx.recv_pickle_value(None)
     }
 }
 

@@ -18,17 +18,10 @@ const SCRATCH_KEEP: usize = 64 * 1024;
 /// A batch is written out once this many bytes are queued.
 pub(crate) const BATCH_FLUSH: usize = 64 * 1024;
 
-/// The receiving side, or `NotReadable` on a send-only end.
-pub(crate) fn readable<R>(rx: Option<R>) -> Result<R> {
-    rx.ok_or(Error::NotReadable)
-}
-
 /// Sends frames on an endpoint.
 #[derive(Debug)]
 pub(crate) struct Sender {
     endpoint: Arc<Endpoint>,
-    /// `false` on the receiving end of a simplex pipe.
-    enabled: bool,
     /// Typed sends encode here, behind room for the frame header.
     scratch: Vec<u8>,
     /// Frames queued by a [`Batch`](super::Batch), header and payload.
@@ -37,10 +30,9 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(endpoint: Arc<Endpoint>, enabled: bool) -> Self {
+    pub(crate) fn new(endpoint: Arc<Endpoint>) -> Self {
         Sender {
             endpoint,
-            enabled,
             scratch: Vec::new(),
             queued: Vec::new(),
             codec: Codec::default(),
@@ -68,33 +60,19 @@ impl Sender {
     pub(crate) fn into_endpoint(self) -> std::result::Result<Endpoint, Sender> {
         let Sender {
             endpoint,
-            enabled,
             scratch,
             queued,
             codec,
         } = self;
         Arc::try_unwrap(endpoint).map_err(|endpoint| Sender {
             endpoint,
-            enabled,
             scratch,
             queued,
             codec,
         })
     }
 
-    pub(crate) fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
-    fn check(&self) -> Result<()> {
-        match self.enabled {
-            true => Ok(()),
-            false => Err(Error::NotWritable),
-        }
-    }
-
     pub(crate) fn send<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
-        self.check()?;
         self.scratch.clear();
         self.scratch.resize(MAX_HEADER, 0);
         codec::encode_with(self.codec, value, &mut self.scratch)?;
@@ -110,13 +88,11 @@ impl Sender {
     }
 
     pub(crate) fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.check()?;
         write_frame(&*self.endpoint, buf, None)
     }
 
     #[cfg(feature = "pickle")]
     pub(crate) fn send_pickle_value(&mut self, value: &crate::proto::pickle::Value) -> Result<()> {
-        self.check()?;
         self.scratch.clear();
         crate::proto::pickle::encode_value(value, &mut self.scratch)?;
         let sent = write_frame(&*self.endpoint, &self.scratch, None);
@@ -136,7 +112,6 @@ impl Sender {
     /// Queues one frame; writes the queue out once it passes `BATCH_FLUSH`.
     /// A large payload leaves at once, in one vectored write with the queue.
     pub(crate) fn queue_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        self.check()?;
         let mut header = [0; MAX_HEADER];
         let n = frame::encode_header(buf.len() as u64, &mut header);
         if buf.len() >= BATCH_FLUSH {
@@ -154,7 +129,6 @@ impl Sender {
 
     /// Queues one typed value.
     pub(crate) fn queue<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
-        self.check()?;
         let start = self.queued.len();
         // Encode behind a 4-byte header slot; widen it in the rare case the
         // value passes 2 GiB.

@@ -1,7 +1,6 @@
 //! `Connection`: the message API over any transport, and the trust typestate.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +68,7 @@ pub enum Authenticated {}
 ///
 /// ```compile_fail,E0599
 /// # fn f(conn: mpconn::Connection<mpconn::Unverified>) {
-/// let (_tx, mut rx) = conn.split().unwrap();
+/// let (_tx, mut rx) = conn.split();
 /// let value: u32 = rx.recv().unwrap();
 /// # }
 /// ```
@@ -108,20 +107,20 @@ impl Trust for Unverified {
 /// Messages are framed exactly as CPython frames them, so the peer may be a
 /// Python process. `T` records whether the peer was authenticated; only
 /// `Connection<Authenticated>` (the default) can decode typed values.
+///
+/// A connection is its two directions, a [`SendHalf`] and a [`RecvHalf`]:
+/// each method here is the half's own, and [`split`](Self::split) hands
+/// them to two threads.
 pub struct Connection<T: Trust = Authenticated> {
-    tx: Sender,
-    /// `None` on the sending end of a simplex pipe.
-    rx: Option<Receiver>,
-    _trust: PhantomData<fn() -> T>,
+    tx: SendHalf<T>,
+    rx: RecvHalf<T>,
 }
 
 impl<T: Trust> fmt::Debug for Connection<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("trust", &std::any::type_name::<T>())
-            .field("stream", self.tx.endpoint().stream())
-            .field("readable", &self.rx.is_some())
-            .field("writable", &self.tx.is_enabled())
+            .field("stream", self.endpoint().stream())
             .finish()
     }
 }
@@ -129,12 +128,11 @@ impl<T: Trust> fmt::Debug for Connection<T> {
 impl Connection<Unverified> {
     /// A connection over `stream`. Whoever is at the other end is unknown:
     /// every constructor yields `Unverified`.
-    pub(crate) fn from_stream(stream: sys::Stream, readable: bool, writable: bool) -> Self {
+    pub(crate) fn from_stream(stream: sys::Stream) -> Self {
         let endpoint = Arc::new(Endpoint::new(stream));
         Connection {
-            rx: readable.then(|| Receiver::new(endpoint.clone(), DEFAULT_MAX_MESSAGE)),
-            tx: Sender::new(endpoint, writable),
-            _trust: PhantomData,
+            rx: RecvHalf::new(Receiver::new(endpoint.clone(), DEFAULT_MAX_MESSAGE)),
+            tx: SendHalf::new(Sender::new(endpoint)),
         }
     }
 
@@ -143,9 +141,8 @@ impl Connection<Unverified> {
     pub(crate) fn with_reader(stream: sys::Stream, reader: FrameReader, max_message: u64) -> Self {
         let endpoint = Arc::new(Endpoint::new(stream));
         Connection {
-            rx: Some(Receiver::with_reader(endpoint.clone(), reader, max_message)),
-            tx: Sender::new(endpoint, true),
-            _trust: PhantomData,
+            rx: RecvHalf::new(Receiver::with_reader(endpoint.clone(), reader, max_message)),
+            tx: SendHalf::new(Sender::new(endpoint)),
         }
     }
 
@@ -161,13 +158,22 @@ impl Connection<Unverified> {
     }
 }
 
+/// The two ends of a simplex `pipe_simplex()`, which need no proof either.
+pub(crate) fn simplex_pipe_ends(
+    reader: sys::Stream,
+    writer: sys::Stream,
+) -> (RecvHalf<Authenticated>, SendHalf<Authenticated>) {
+    let rx = Receiver::new(Arc::new(Endpoint::new(reader)), DEFAULT_MAX_MESSAGE);
+    let tx = Sender::new(Arc::new(Endpoint::new(writer)));
+    (RecvHalf::new(rx), SendHalf::new(tx))
+}
+
 impl<T: Trust> Connection<T> {
     /// Changes the trust marker, keeping everything read so far.
     fn retag<U: Trust>(self) -> Connection<U> {
         Connection {
-            tx: self.tx,
-            rx: self.rx,
-            _trust: PhantomData,
+            tx: self.tx.retag(),
+            rx: self.rx.retag(),
         }
     }
 
@@ -175,29 +181,24 @@ impl<T: Trust> Connection<T> {
         self.tx.endpoint()
     }
 
-    pub(crate) fn receiver(&mut self) -> Result<&mut Receiver> {
-        io::readable(self.rx.as_mut())
+    pub(crate) fn receiver(&mut self) -> &mut Receiver {
+        self.rx.receiver()
     }
 
-    pub(crate) fn receiver_ref(&self) -> Option<&Receiver> {
-        self.rx.as_ref()
+    pub(crate) fn receiver_ref(&self) -> &Receiver {
+        self.rx.receiver_ref()
     }
 
-    /// Sends a typed value, encoded with bincode.
+    /// Sends a typed value: [`SendHalf::send`].
     ///
     /// # Errors
-    /// [`Error::Codec`](crate::Error::Codec) if the value cannot be encoded
-    /// (nothing is sent then), [`Error::NotWritable`](crate::Error::NotWritable)
-    /// on the receiving end of a simplex pipe, [`Error::Closed`](crate::Error::Closed)
-    /// after a [`CloseHandle`] closed it, [`Error::Io`](crate::Error::Io) if the
-    /// peer has gone.
+    /// As [`SendHalf::send`].
     pub fn send<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
         self.tx.send(value)
     }
 
-    /// Sends a dynamic value as a pickle (feature `pickle`), whatever the
-    /// connection's codec: for shapes with no fixed Rust type, and for
-    /// integers beyond 64 bits (`pickle::Value::Int` holds a big integer).
+    /// Sends a dynamic value as a pickle (feature `pickle`):
+    /// [`SendHalf::send_pickle_value`].
     ///
     /// # Errors
     /// As [`send`](Self::send).
@@ -206,7 +207,7 @@ impl<T: Trust> Connection<T> {
         self.tx.send_pickle_value(value)
     }
 
-    /// Sends `buf` as one message. An empty `buf` is a legal, empty message.
+    /// Sends `buf` as one message: [`SendHalf::send_bytes`].
     ///
     /// # Errors
     /// As [`send`](Self::send), without the codec error.
@@ -216,96 +217,73 @@ impl<T: Trust> Connection<T> {
 
     /// A corked writer that sends many messages in one system call; see [`Batch`].
     pub fn batch(&mut self) -> Batch<'_> {
-        Batch::new(&mut self.tx)
+        self.tx.batch()
     }
 
-    /// Receives one message as bytes, waiting as long as it takes.
+    /// Receives one message as bytes: [`RecvHalf::recv_bytes`].
     ///
     /// # Errors
-    /// [`Error::Eof`](crate::Error::Eof) when the peer closed cleanly,
-    /// [`Error::Truncated`](crate::Error::Truncated) when it vanished inside a
-    /// message, [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) for a
-    /// frame over the limit, [`Error::NotReadable`](crate::Error::NotReadable)
-    /// on the sending end of a simplex pipe, [`Error::Closed`](crate::Error::Closed)
-    /// after a [`CloseHandle`] closed it.
+    /// As [`RecvHalf::recv_bytes`].
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
-        self.receiver()?.recv_bytes(None)
+        self.rx.recv_bytes()
     }
 
-    /// Like [`recv_bytes`](Self::recv_bytes), but gives up with
-    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`. A timeout
-    /// loses nothing: the next receive continues the same message.
+    /// [`RecvHalf::recv_bytes_timeout`]: a timeout loses nothing.
     ///
     /// # Errors
-    /// As [`recv_bytes`](Self::recv_bytes), plus the timeout.
+    /// As [`RecvHalf::recv_bytes_timeout`].
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.receiver()?.recv_bytes(deadline_after(timeout))
+        self.rx.recv_bytes_timeout(timeout)
     }
 
-    /// Receives one message into `buf` and returns its length. The bytes of
-    /// `buf` past the message are left untouched.
+    /// Receives one message into `buf`: [`RecvHalf::recv_bytes_into`].
     ///
     /// # Errors
-    /// [`Error::BufferTooShort`](crate::Error::BufferTooShort) carrying the
-    /// whole message when it does not fit; the connection is then ready for
-    /// the next message. Otherwise as [`recv_bytes`](Self::recv_bytes).
+    /// As [`RecvHalf::recv_bytes_into`].
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.receiver()?.recv_bytes_into_at(buf, 0)
+        self.rx.recv_bytes_into(buf)
     }
 
-    /// Receives one message into `buf[offset..]` and returns its length.
+    /// Receives one message into `buf[offset..]`:
+    /// [`RecvHalf::recv_bytes_into_at`].
     ///
     /// # Errors
-    /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) when
-    /// `offset > buf.len()` (nothing is received then); otherwise as
-    /// [`recv_bytes_into`](Self::recv_bytes_into).
+    /// As [`RecvHalf::recv_bytes_into_at`].
     pub fn recv_bytes_into_at(&mut self, buf: &mut [u8], offset: usize) -> Result<usize> {
-        self.receiver()?.recv_bytes_into_at(buf, offset)
+        self.rx.recv_bytes_into_at(buf, offset)
     }
 
-    /// Whether a message (or the end of stream) can be read within `timeout`:
-    /// `Some(Duration::ZERO)` only looks, `None` waits as long as it takes.
-    /// Data already buffered inside the connection counts.
-    ///
-    /// As in CPython, `true` means that the first bytes of a message are here;
-    /// a large message may still be arriving.
+    /// Whether a message (or the end of stream) can be read within
+    /// `timeout`: [`RecvHalf::poll`].
     ///
     /// # Errors
-    /// [`Error::NotReadable`](crate::Error::NotReadable) on the sending end of
-    /// a simplex pipe; [`Error::Io`](crate::Error::Io) if the readiness check fails.
+    /// As [`RecvHalf::poll`].
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        self.receiver()?.poll(timeout)
+        self.rx.poll(timeout)
     }
 
     /// How typed values are encoded: [`Codec::Bincode`] by default, or
     /// `Codec::Pickle` (feature `pickle`) to exchange typed values with a
     /// Python peer's `Connection.send()` and `recv()`.
     pub fn codec(&self) -> Codec {
-        self.tx.codec
+        self.tx.codec()
     }
 
     /// Switches the codec of typed sends and receives, from the next message on.
     pub fn set_codec(&mut self, codec: Codec) {
-        self.tx.codec = codec;
-        if let Some(rx) = self.rx.as_mut() {
-            rx.codec = codec;
-        }
+        self.tx.set_codec(codec);
+        self.rx.set_codec(codec);
     }
 
     /// The largest incoming message this connection accepts.
     pub fn max_message_size(&self) -> u64 {
-        self.rx
-            .as_ref()
-            .map_or(DEFAULT_MAX_MESSAGE, Receiver::max_message)
+        self.rx.max_message_size()
     }
 
-    /// Sets the largest incoming message this connection accepts. Larger
-    /// frames are refused with [`Error::MessageTooLarge`](crate::Error::MessageTooLarge)
-    /// from their header.
+    /// Sets the largest incoming message this connection accepts:
+    /// [`RecvHalf::set_max_message_size`].
     pub fn set_max_message_size(&mut self, max: u64) {
-        if let Some(rx) = self.rx.as_mut() {
-            rx.set_max_message(max);
-        }
+        self.rx.set_max_message_size(max);
     }
 
     /// The address of the peer, as the operating system reports it: the
@@ -321,7 +299,7 @@ impl<T: Trust> Connection<T> {
     /// A handle that closes this connection from any thread, waking a
     /// blocked receive (or send) with [`Error::Closed`](crate::Error::Closed).
     pub fn close_handle(&self) -> CloseHandle {
-        CloseHandle::new(self.tx.weak())
+        self.tx.close_handle()
     }
 
     /// Splits the connection into a sending half and a receiving half that
@@ -329,21 +307,12 @@ impl<T: Trust> Connection<T> {
     /// threads can never interleave the bytes of two frames. The trust marker
     /// carries over: the receiving half of an unverified connection has no
     /// typed `recv` either.
-    ///
-    /// # Errors
-    /// [`Error::NotReadable`](crate::Error::NotReadable) on the sending end of
-    /// a simplex pipe, which has no receiving half.
-    pub fn split(self) -> Result<(SendHalf<T>, RecvHalf<T>)> {
-        let rx = io::readable(self.rx)?;
-        Ok((SendHalf::new(self.tx), RecvHalf::new(rx)))
+    pub fn split(self) -> (SendHalf<T>, RecvHalf<T>) {
+        (self.tx, self.rx)
     }
 
-    pub(crate) fn from_halves(tx: Sender, rx: Receiver) -> Self {
-        Connection {
-            tx,
-            rx: Some(rx),
-            _trust: PhantomData,
-        }
+    pub(crate) fn from_halves(tx: SendHalf<T>, rx: RecvHalf<T>) -> Self {
+        Connection { tx, rx }
     }
 
     /// Closes the connection. Dropping it does the same; `close` exists to
@@ -353,51 +322,43 @@ impl<T: Trust> Connection<T> {
     /// None today: closing a socket cannot fail in a way a caller could act
     /// on. The `Result` leaves room for transports that flush on close.
     pub fn close(self) -> Result<()> {
-        self.tx.endpoint().close();
+        self.endpoint().close();
         Ok(())
     }
 
     /// Frees the read buffer and the encoding scratch space if nothing is
     /// waiting in them: an idle connection then holds no buffer memory.
     pub fn shrink_buffers(&mut self) {
-        if let Some(rx) = self.rx.as_mut() {
-            rx.shrink();
-        }
-        self.tx.shrink();
+        self.rx.shrink_buffers();
+        self.tx.shrink_buffers();
     }
 }
 
 impl Connection<Authenticated> {
-    /// Receives one typed value.
+    /// Receives one typed value: [`RecvHalf::recv`].
     ///
     /// # Errors
-    /// [`Error::Codec`](crate::Error::Codec) when the message is not a valid
-    /// encoding of `V` or has bytes left over; the message is consumed and the
-    /// next one is unaffected. Otherwise as [`recv_bytes`](Self::recv_bytes).
+    /// As [`RecvHalf::recv`].
     pub fn recv<V: DeserializeOwned>(&mut self) -> Result<V> {
-        self.receiver()?.recv(None)
+        self.rx.recv()
     }
 
     /// Receives one pickle of any shape as a dynamic value (feature
-    /// `pickle`), whatever the connection's codec: for Python values with no
-    /// fixed Rust type, and for integers beyond 64 bits, which only this
-    /// path can carry. The same refusals apply as for
-    /// [`Codec::Pickle`](crate::Codec).
+    /// `pickle`): [`RecvHalf::recv_pickle_value`].
     ///
     /// # Errors
     /// As [`recv`](Self::recv).
     #[cfg(feature = "pickle")]
     pub fn recv_pickle_value(&mut self) -> Result<crate::pickle::Value> {
-        self.receiver()?.recv_pickle_value(None)
+        self.rx.recv_pickle_value()
     }
 
-    /// Like [`recv`](Self::recv), but gives up with
-    /// [`Error::Timeout`](crate::Error::Timeout) after `timeout`, losing nothing.
+    /// [`RecvHalf::recv_timeout`]: a timeout loses nothing.
     ///
     /// # Errors
     /// As [`recv`](Self::recv), plus the timeout.
     pub fn recv_timeout<V: DeserializeOwned>(&mut self, timeout: Duration) -> Result<V> {
-        self.receiver()?.recv(deadline_after(timeout))
+        self.rx.recv_timeout(timeout)
     }
 }
 
@@ -449,25 +410,25 @@ impl<T: Trust> Connection<T> {
     // whole, by value, as std's conversions do.
     #[allow(clippy::result_large_err)]
     fn into_stream(self) -> std::result::Result<sys::Stream, (crate::Error, Self)> {
-        let read_ahead = self.rx.as_ref().is_some_and(|r| r.has_buffered())
-            || self.endpoint().stream().has_buffered();
+        let read_ahead =
+            self.receiver_ref().has_buffered() || self.endpoint().stream().has_buffered();
         if read_ahead {
             let e = std::io::Error::other("bytes already read would be lost");
             return Err((crate::Error::Io(e), self));
         }
-        let Connection { tx, rx, _trust } = self;
-        let receiving = rx.as_ref().map(|r| (r.max_message(), r.codec));
+        let Connection { tx, rx } = self;
+        let (max, codec) = (rx.max_message_size(), rx.codec());
         drop(rx);
-        match tx.into_endpoint() {
+        match tx.tx.into_endpoint() {
             Ok(endpoint) => Ok(endpoint.into_stream()),
-            Err(tx) => {
-                let rx = receiving.map(|(max, codec)| {
-                    let mut rx = tx.new_receiver(max);
-                    rx.codec = codec;
-                    rx
-                });
+            Err(sender) => {
+                let mut rx = RecvHalf::new(sender.new_receiver(max));
+                rx.set_codec(codec);
                 let e = std::io::Error::other("a close handle is closing the connection");
-                Err((crate::Error::Io(e), Connection { tx, rx, _trust }))
+                Err((
+                    crate::Error::Io(e),
+                    Connection::from_halves(SendHalf::new(sender), rx),
+                ))
             }
         }
     }
@@ -477,7 +438,7 @@ impl<T: Trust> Connection<T> {
 mod unix {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-    use super::{Connection, Trust, Unverified};
+    use super::{Connection, RecvHalf, SendHalf, Trust, Unverified};
     use crate::error::Error;
     use crate::sys;
 
@@ -493,12 +454,36 @@ mod unix {
         }
     }
 
+    impl<T: Trust> AsFd for SendHalf<T> {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.endpoint().stream().as_fd()
+        }
+    }
+
+    impl<T: Trust> AsRawFd for SendHalf<T> {
+        fn as_raw_fd(&self) -> RawFd {
+            self.endpoint().stream().as_raw_fd()
+        }
+    }
+
+    impl<T: Trust> AsFd for RecvHalf<T> {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.receiver_ref().endpoint().stream().as_fd()
+        }
+    }
+
+    impl<T: Trust> AsRawFd for RecvHalf<T> {
+        fn as_raw_fd(&self) -> RawFd {
+            self.receiver_ref().endpoint().stream().as_raw_fd()
+        }
+    }
+
     /// Adopts a connected stream socket, a pipe end inherited from a parent
     /// process, say. Nobody vouches for its peer, so it starts
     /// [`Unverified`]; authenticate it, or trust it explicitly.
     impl From<OwnedFd> for Connection<Unverified> {
         fn from(fd: OwnedFd) -> Self {
-            Connection::from_stream(sys::Stream::from_fd(fd), true, true)
+            Connection::from_stream(sys::Stream::from_fd(fd))
         }
     }
 
@@ -523,9 +508,35 @@ mod windows {
         OwnedSocket, RawHandle, RawSocket,
     };
 
-    use super::{Connection, Trust, Unverified};
+    use super::{Connection, RecvHalf, SendHalf, Trust, Unverified};
     use crate::error::Error;
     use crate::sys;
+
+    impl<T: Trust> AsRawHandle for SendHalf<T> {
+        fn as_raw_handle(&self) -> RawHandle {
+            self.endpoint().stream().as_raw_handle()
+        }
+    }
+
+    impl<T: Trust> AsRawHandle for RecvHalf<T> {
+        fn as_raw_handle(&self) -> RawHandle {
+            self.receiver_ref().endpoint().stream().as_raw_handle()
+        }
+    }
+
+    impl<T: Trust> SendHalf<T> {
+        /// The handle of a named-pipe end, borrowed; `None` for TCP.
+        pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
+            self.endpoint().stream().as_pipe_handle()
+        }
+    }
+
+    impl<T: Trust> RecvHalf<T> {
+        /// The handle of a named-pipe end, borrowed; `None` for TCP.
+        pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
+            self.receiver_ref().endpoint().stream().as_pipe_handle()
+        }
+    }
 
     /// The pipe handle of a named-pipe connection, or the socket of a TCP
     /// connection as a handle: what CPython's `Connection.fileno()` gives.
@@ -541,14 +552,14 @@ mod windows {
     /// [`Unverified`]; authenticate it, or trust it explicitly.
     impl From<OwnedHandle> for Connection<Unverified> {
         fn from(handle: OwnedHandle) -> Self {
-            Connection::from_stream(sys::Stream::from_pipe_handle(handle), true, true)
+            Connection::from_stream(sys::Stream::from_pipe_handle(handle))
         }
     }
 
     /// Adopts a connected TCP socket.
     impl From<OwnedSocket> for Connection<Unverified> {
         fn from(socket: OwnedSocket) -> Self {
-            Connection::from_stream(sys::Stream::Socket(socket.into()), true, true)
+            Connection::from_stream(sys::Stream::Socket(socket.into()))
         }
     }
 

@@ -21,7 +21,7 @@ impl Connection<Unverified> {
         key: &AuthKey,
     ) -> Result<Connection<Authenticated>> {
         let mut exchange = Exchange::new(opts.start(role, key, Instant::now())?);
-        let proof = self.receiver()?.handshake(&mut exchange)?;
+        let proof = self.receiver().handshake(&mut exchange)?;
         Ok(self.prove(proof))
     }
 }

@@ -474,16 +474,28 @@ impl Engine {
     }
 
     /// Fails every pending handshake whose machine has passed a deadline.
+    /// Its socket is read first: a deadline judges the client, and an
+    /// answer that waits unread because this thread was busy elsewhere is
+    /// the listener's delay, not the client's.
     fn expire(&mut self, now: Instant) {
         for slot in 0..self.pending.len() {
-            let late = self.pending[slot].as_ref().is_some_and(|p| {
-                let next = p.exchange.handshake().poll_timeout();
-                next.is_some_and(|t| t <= now)
-            });
-            if late && let Some(p) = self.remove(slot) {
+            if !self.is_late(slot, now) {
+                continue;
+            }
+            self.advance(slot);
+            if self.is_late(slot, now)
+                && let Some(p) = self.remove(slot)
+            {
                 self.report(p.peer, Error::Auth(AuthError::TimedOut));
             }
         }
+    }
+
+    fn is_late(&self, slot: usize, now: Instant) -> bool {
+        self.pending[slot].as_ref().is_some_and(|p| {
+            let next = p.exchange.handshake().poll_timeout();
+            next.is_some_and(|t| t <= now)
+        })
     }
 
     fn drop_all_pending(&mut self) {

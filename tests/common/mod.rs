@@ -182,3 +182,12 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 pub fn write_frame(s: &mut impl std::io::Write, payload: &[u8]) {
     s.write_all(&frame(payload)).unwrap();
 }
+
+/// What a key holder answers to a challenge `message` (the bytes after
+/// `#CHALLENGE#`) in sha256.
+pub fn sha256_answer(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    mac.update(message);
+    [b"{sha256}".as_slice(), &mac.finalize().into_bytes()].concat()
+}
