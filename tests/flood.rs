@@ -7,15 +7,17 @@
 #![cfg(unix)]
 
 mod common;
+// The attackers of `examples/flood`, shared rather than written twice.
+#[allow(dead_code)]
+#[path = "../examples/flood/attack.rs"]
+mod attack;
 
-use std::io::{self, Read};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use attack::{Attack, Target};
 use common::{KEY, local_address, watchdog};
 use mpconn::{Address, Client, DEFAULT_MAX_PENDING, Listener, ListenerOptions};
 
@@ -72,13 +74,14 @@ fn valid_clients_get_through(address: Address) {
         Address::Unix(path) => Target::Unix(path.clone()),
         other => panic!("no flood over {other}"),
     };
-    let flood = Flood::start(target, ATTACKERS);
+    let flood = Attack::start(target, ATTACKERS).unwrap();
+    let started = &flood.counters.started;
     let all_in = Instant::now() + Duration::from_secs(10);
-    while flood.connected.load(Ordering::SeqCst) < ATTACKERS && Instant::now() < all_in {
+    while started.load(Ordering::SeqCst) < ATTACKERS && Instant::now() < all_in {
         thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
-        flood.connected.load(Ordering::SeqCst),
+        started.load(Ordering::SeqCst),
         ATTACKERS,
         "the attackers could not all connect"
     );
@@ -122,7 +125,8 @@ fn valid_clients_get_through(address: Address) {
         .collect();
     sampling.store(false, Ordering::SeqCst);
     sampler.join().unwrap();
-    let dropped = flood.stop();
+    let dropped = flood.counters.dropped.load(Ordering::SeqCst);
+    flood.stop().unwrap();
     listener.close();
     server.join().unwrap();
 
@@ -214,135 +218,4 @@ fn raise_descriptor_limit(wanted: usize) {
         // within the hard one only lets this process open more.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
     }
-}
-
-/// Where the attackers connect.
-enum Target {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-/// Silent connections on a thread of their own, each opened again as soon
-/// as the listener closes it; a connection refused at once (a full
-/// Unix-socket backlog) is tried again a moment later.
-struct Flood {
-    /// Attackers that have connected (or, over TCP, started to) at least once.
-    connected: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<usize>>,
-}
-
-enum Silent {
-    Tcp(mio::net::TcpStream),
-    Unix(mio::net::UnixStream),
-}
-
-impl Silent {
-    fn open(target: &Target) -> io::Result<Silent> {
-        Ok(match target {
-            Target::Tcp(sa) => Silent::Tcp(mio::net::TcpStream::connect(*sa)?),
-            Target::Unix(path) => Silent::Unix(mio::net::UnixStream::connect(path)?),
-        })
-    }
-
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Silent::Tcp(s) => s,
-            Silent::Unix(s) => s,
-        }
-    }
-
-    /// Discards what arrived (a challenge); false once closed or reset.
-    fn still_open(&mut self) -> bool {
-        let mut buf = [0u8; 512];
-        loop {
-            let read = match self {
-                Silent::Tcp(s) => s.read(&mut buf),
-                Silent::Unix(s) => s.read(&mut buf),
-            };
-            match read {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-impl Flood {
-    fn start(target: Target, count: usize) -> Flood {
-        let connected = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (connected, stop) = (connected.clone(), stop.clone());
-            thread::spawn(move || flood(&target, count, &connected, &stop))
-        };
-        Flood {
-            connected,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Closes every connection; returns how many the listener had dropped.
-    fn stop(mut self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().map_or(0, |t| t.join().unwrap())
-    }
-}
-
-impl Drop for Flood {
-    /// A failed assertion still closes the connections.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn flood(target: &Target, count: usize, connected: &AtomicUsize, stop: &AtomicBool) -> usize {
-    let mut poll = mio::Poll::new().unwrap();
-    let mut events = mio::Events::with_capacity(1024);
-    let mut slots: Vec<Option<Silent>> = (0..count).map(|_| None).collect();
-    let mut closed: Vec<usize> = (0..count).collect();
-    let mut ever_open = vec![false; count];
-    let mut dropped = 0;
-    while !stop.load(Ordering::SeqCst) {
-        let mut refused = Vec::new();
-        for i in closed.drain(..) {
-            match Silent::open(target) {
-                Ok(mut s) => {
-                    poll.registry()
-                        .register(s.source(), mio::Token(i), mio::Interest::READABLE)
-                        .unwrap();
-                    slots[i] = Some(s);
-                    if !std::mem::replace(&mut ever_open[i], true) {
-                        connected.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                Err(_) => refused.push(i),
-            }
-        }
-        closed = refused;
-        let wait = if closed.is_empty() { 50 } else { 2 };
-        match poll.poll(&mut events, Some(Duration::from_millis(wait))) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            result => result.unwrap(),
-        }
-        for event in &events {
-            let i = event.token().0;
-            if let Some(s) = slots[i].as_mut()
-                && !s.still_open()
-            {
-                poll.registry().deregister(s.source()).unwrap();
-                slots[i] = None;
-                dropped += 1;
-                closed.push(i);
-            }
-        }
-    }
-    dropped
 }
