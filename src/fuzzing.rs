@@ -176,7 +176,7 @@ fn zero_byte_elements(data: &[u8]) {
 pub fn pickle_recv(data: &[u8]) {
     use crate::proto::pickle;
     if let Ok(value) = pickle::decode_value(data) {
-        assert!(depth(&value) <= crate::proto::guard::MAX_DEPTH);
+        assert!(depth(&value) <= crate::proto::guard::limits::MAX_DEPTH);
     }
     let _ = pickle::decode::<(i64, String, Vec<Option<f64>>)>(data);
     let _ = pickle::decode::<std::collections::BTreeMap<String, Vec<u8>>>(data);

@@ -8,7 +8,7 @@
 //!   2^63 bytes); the wrapper sends those requests down the borrowed path,
 //!   which checks the length against the slice first and then copies;
 //! - nesting has no limit, so a recursive type lets a small message overflow
-//!   the stack; the wrapper counts depth and fails past [`MAX_DEPTH`];
+//!   the stack; the wrapper counts depth and fails past [`MAX_DEPTH`](limits::MAX_DEPTH);
 //! - a sequence or map produces as many elements as its length prefix
 //!   claims, and an element that takes no bytes (`()`, a unit struct, a
 //!   struct whose fields are all skipped) lets a 9-byte message claim 2^63
@@ -26,7 +26,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 pub mod limits;
 
 use self::limits::Level;
-pub use self::limits::{Budget, MAX_DEPTH};
+pub use self::limits::Budget;
 
 /// A deserializer at a [`Level`].
 pub struct Guard<'b, D> {

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 
 use crate::error::CodecError;
 /// How deep values and MARKs may nest: the bincode guard's limit too.
-pub use crate::proto::guard::MAX_DEPTH;
+pub use crate::proto::guard::limits::MAX_DEPTH;
 
 /// How many tuples, lists and frozensets one pickle may build from a MARK
 /// (`TUPLE`, `LIST`, `FROZENSET`): each keeps the 4 KiB buffer serde-pickle
