@@ -594,10 +594,17 @@ impl Pipe {
         !self.lock_rx().buffered().is_empty()
     }
 
-    /// Whether a message (or the end) is here within the deadline.
+    /// Whether a message (or the end) is here within the deadline. A pipe
+    /// closed here (`cancel_all`) is ready, as in [`probe`](Self::probe):
+    /// the next read reports the close at once. Its cancelled read must not
+    /// surface as this wait's error, which would read as a timeout
+    /// (`ERROR_OPERATION_ABORTED` is `ErrorKind::TimedOut`).
     pub fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
         let mut rx = self.lock_rx();
-        self.fill(&mut rx, deadline)
+        match self.fill(&mut rx, deadline) {
+            Err(_) if self.cancelled.load(Ordering::SeqCst) => Ok(true),
+            other => other,
+        }
     }
 
     /// Takes framed bytes; every complete frame leaves as one pipe message,
