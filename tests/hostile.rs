@@ -223,3 +223,65 @@ fn a_busy_listener_does_not_blame_a_client_that_answered_in_time() {
     assert_eq!(listener.stats().failed_handshakes, 0);
     drop(client.join().unwrap());
 }
+
+/// With one pending slot: a client that has answered the challenge holds
+/// the key, and a newcomer never evicts it (it waits for that client's
+/// deadline); a client that has said nothing is evicted for the newcomer.
+/// (Unix: the Windows listener does not evict.)
+#[cfg(unix)]
+#[test]
+fn eviction_spares_clients_that_proved_the_key() {
+    let _w = watchdog(30);
+    for answers in [true, false] {
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = failures.clone();
+        let listener = Arc::new(
+            ListenerOptions::new()
+                .max_pending_handshakes(1)
+                .handshake_timeout(Duration::from_millis(600))
+                .first_answer_timeout(Duration::from_secs(5))
+                .on_handshake_failure(move |f| seen.lock().unwrap().push(f.error.to_string()))
+                .bind("127.0.0.1:0", KEY)
+                .unwrap(),
+        );
+        let mpconn::Address::Tcp(address) = *listener.address() else {
+            panic!("a TCP listener has a TCP address")
+        };
+        let acceptor = {
+            let listener = listener.clone();
+            thread::spawn(move || listener.accept_timeout(Duration::from_secs(10)))
+        };
+        let mut first = TcpStream::connect(address).unwrap();
+        let challenge = read_frame(&mut first);
+        if answers {
+            write_frame(
+                &mut first,
+                &sha256_answer(KEY, &challenge[b"#CHALLENGE#".len()..]),
+            );
+            assert_eq!(read_frame(&mut first), b"#WELCOME#");
+        }
+        let start = Instant::now();
+        let newcomer = Client::builder()
+            .handshake_timeout(Duration::from_secs(5))
+            .connect(listener.address(), KEY);
+        let waited = start.elapsed();
+        assert!(newcomer.is_ok(), "answers {answers}: {newcomer:?}");
+        assert!(acceptor.join().unwrap().is_ok());
+        let stats = listener.stats();
+        let failures = failures.lock().unwrap();
+        assert_eq!(
+            stats.failed_handshakes, 1,
+            "answers {answers}: {failures:?}"
+        );
+        if answers {
+            // Served only once the first client's whole deadline ran out.
+            assert_eq!(stats.evicted_handshakes, 0);
+            assert!(failures[0].contains("deadline"), "{failures:?}");
+            assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        } else {
+            assert_eq!(stats.evicted_handshakes, 1);
+            assert!(failures[0].contains("needed its slot"), "{failures:?}");
+        }
+        drop(first);
+    }
+}
