@@ -140,7 +140,7 @@ impl ListenerOptions {
     crate::handshake::handshake_builder_methods!();
 
     /// How long a client may take to answer the listener's challenge
-    /// (default 1 s; `Duration::MAX` leaves only the
+    /// (default [`DEFAULT_FIRST_ANSWER_TIMEOUT`], 1 s; `Duration::MAX` leaves only the
     /// [`handshake_timeout`](Self::handshake_timeout)). A client that has
     /// said nothing by then is dropped, so a silent connection holds a
     /// pending slot for a second, not for the whole handshake deadline.
