@@ -5,15 +5,13 @@
 //! `Connection<Unverified>`, and both listener engines use these two; the
 //! protocol and its deadlines live in [`crate::proto::auth`].
 
-use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 use crate::error::{AuthError, Error, ProtocolError, Result};
 use crate::key::{AuthKey, fill_random};
 use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, Status, Timeouts};
-use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
-use crate::transport::{ByteStream, FrameReader};
+use crate::transport::{ByteStream, FrameReader, Outbox};
 
 /// The default total deadline for one handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,15 +129,15 @@ pub(crate) enum Step {
 #[derive(Debug)]
 pub(crate) struct Exchange {
     hs: Handshake,
-    /// Framed messages of ours, not yet written.
-    unsent: Vec<u8>,
+    /// Messages of ours, not yet sent.
+    unsent: Outbox,
 }
 
 impl Exchange {
     pub(crate) fn new(hs: Handshake) -> Self {
         Exchange {
             hs,
-            unsent: Vec::new(),
+            unsent: Outbox::default(),
         }
     }
 
@@ -177,26 +175,18 @@ impl Exchange {
                 }
             }
             for message in self.hs.take_output() {
-                let mut header = [0; MAX_HEADER];
-                let n = frame::encode_header(message.len() as u64, &mut header);
-                self.unsent.extend_from_slice(&header[MAX_HEADER - n..]);
-                self.unsent.extend_from_slice(&message);
+                self.unsent.push(&message);
             }
-            while !self.unsent.is_empty() {
-                match stream.try_write_vectored(&[IoSlice::new(&self.unsent)]) {
-                    Ok(n) => drop(self.unsent.drain(..n)),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Step::Wait(Interest::Writable);
-                    }
-                    Err(_) => {
-                        // A verdict the peer cannot read any more is no loss.
-                        self.unsent.clear();
-                        return match self.hs.status() {
-                            Status::Failed(e) => Step::Failed(e.clone()),
-                            _ => Step::Failed(AuthError::PeerClosed),
-                        };
-                    }
+            match self.unsent.try_send(stream) {
+                Ok(true) => {}
+                Ok(false) => return Step::Wait(Interest::Writable),
+                Err(_) => {
+                    // A verdict the peer cannot read any more is no loss.
+                    self.unsent.clear();
+                    return match self.hs.status() {
+                        Status::Failed(e) => Step::Failed(e.clone()),
+                        _ => Step::Failed(AuthError::PeerClosed),
+                    };
                 }
             }
             match self.hs.status() {
@@ -254,6 +244,7 @@ fn handshake_error(e: Error) -> AuthError {
 mod tests {
     use super::*;
     use crate::proto::auth::{NONCE_LEN, RANDOM_LEN};
+    use crate::proto::frame::{self, MAX_HEADER};
     use crate::transport::fake::FakeStream;
 
     const KEY: &[u8] = b"handshake driver test key";

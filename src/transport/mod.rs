@@ -9,12 +9,14 @@ use crate::error::{Error, Result};
 use crate::sys::{self, Interest};
 
 mod endpoint;
+mod outbox;
 mod reader;
 mod writer;
 
 pub(crate) use endpoint::Endpoint;
+pub(crate) use outbox::Outbox;
 pub(crate) use reader::FrameReader;
-pub(crate) use writer::{write_all, write_frame, write_slices};
+pub(crate) use writer::send_message;
 
 /// What the reader and writer need from a connected byte stream.
 pub(crate) trait ByteStream {
