@@ -11,7 +11,7 @@ use crate::error::{AuthError, Error, ProtocolError, Result};
 use crate::key::{AuthKey, fill_random};
 use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, Status, Timeouts};
 use crate::sys::Interest;
-use crate::transport::{ByteStream, FrameReader, Outbox};
+use crate::transport::{ByteStream, MessageReader, Outbox};
 
 /// The default total deadline for one handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,9 +123,9 @@ pub(crate) enum Step {
 }
 
 /// One handshake in flight over a stream: the machine, and what it said
-/// that the stream has not taken yet. The frames it reads come through the
-/// connection's own [`FrameReader`], so whatever the peer sends behind the
-/// handshake stays there for the connection.
+/// that the stream has not taken yet. The messages it reads come through
+/// the connection's own [`MessageReader`], so whatever the peer sends
+/// behind the handshake stays there for the connection.
 #[derive(Debug)]
 pub(crate) struct Exchange {
     hs: Handshake,
@@ -157,7 +157,7 @@ impl Exchange {
     pub(crate) fn step<S: ByteStream + ?Sized>(
         &mut self,
         stream: &S,
-        reader: &mut FrameReader,
+        reader: &mut MessageReader,
     ) -> Step {
         loop {
             // Read everything first: a client that pipelined its challenge
@@ -204,7 +204,7 @@ impl Exchange {
     pub(crate) fn drive_blocking<S: ByteStream + ?Sized>(
         &mut self,
         stream: &S,
-        reader: &mut FrameReader,
+        reader: &mut MessageReader,
     ) -> Result<Proof> {
         loop {
             let interest = match self.step(stream, reader) {
@@ -294,9 +294,9 @@ mod tests {
         wire
     }
 
-    fn serve(wire: Vec<u8>, chunk: usize) -> (Result<Proof>, FrameReader, FakeStream) {
+    fn serve(wire: Vec<u8>, chunk: usize) -> (Result<Proof>, MessageReader, FakeStream) {
         let stream = FakeStream::new(wire).chunks(&[chunk]);
-        let mut reader = FrameReader::new(HANDSHAKE_MESSAGE_LIMIT);
+        let mut reader = MessageReader::new(&stream, HANDSHAKE_MESSAGE_LIMIT);
         let result = Exchange::new(machine(Role::Server)).drive_blocking(&stream, &mut reader);
         (result, reader, stream)
     }

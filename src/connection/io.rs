@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, Proof};
 use crate::proto::codec::{self, Codec};
 use crate::sys::Interest;
-use crate::transport::{ByteStream, Endpoint, FrameReader, Outbox, send_message};
+use crate::transport::{ByteStream, Endpoint, MessageReader, Outbox, send_message};
 
 /// Typed-send scratch buffers larger than this are freed after use.
 const SCRATCH_KEEP: usize = 64 * 1024;
@@ -143,20 +143,19 @@ impl Sender {
     }
 }
 
-/// Receives frames from an endpoint.
+/// Receives messages from an endpoint.
 #[derive(Debug)]
 pub(crate) struct Receiver {
     endpoint: Arc<Endpoint>,
-    reader: FrameReader,
+    reader: MessageReader,
     pub(crate) codec: Codec,
 }
 
 impl Receiver {
     pub(crate) fn new(endpoint: Arc<Endpoint>, max_message: u64) -> Self {
-        endpoint.stream().set_read_limit(max_message);
         Receiver {
+            reader: MessageReader::new(&*endpoint, max_message),
             endpoint,
-            reader: FrameReader::new(max_message),
             codec: Codec::default(),
         }
     }
@@ -165,7 +164,7 @@ impl Receiver {
     /// the endpoint's stream (a listener's handshake, say).
     pub(crate) fn with_reader(
         endpoint: Arc<Endpoint>,
-        reader: FrameReader,
+        reader: MessageReader,
         max_message: u64,
     ) -> Self {
         let mut rx = Receiver {
@@ -205,7 +204,6 @@ impl Receiver {
     }
 
     pub(crate) fn set_max_message(&mut self, max: u64) {
-        self.endpoint.stream().set_read_limit(max);
         self.reader.set_max_message(max);
     }
 

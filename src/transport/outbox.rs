@@ -96,6 +96,16 @@ impl Outbox {
         last: Option<&[u8]>,
         deadline: Option<Instant>,
     ) -> Result<()> {
+        #[cfg(windows)]
+        if let Some(pipe) = stream.pipe() {
+            for payload in self.messages() {
+                super::pipe::send(stream, pipe, payload?)?;
+            }
+            return match last {
+                Some(payload) => super::pipe::send(stream, pipe, payload),
+                None => Ok(()),
+            };
+        }
         match last {
             None => write_all(stream, &self.framed, deadline),
             Some(payload) => {
@@ -112,6 +122,19 @@ impl Outbox {
     /// until it is writable, then call again). A pipe takes each message
     /// whole, waiting for room as its writes do.
     pub(crate) fn try_send<S: ByteStream + ?Sized>(&mut self, stream: &S) -> io::Result<bool> {
+        #[cfg(windows)]
+        if let Some(pipe) = stream.pipe() {
+            let mut sent = Ok(true);
+            for payload in self.messages() {
+                let payload = payload.map_err(io::Error::other)?;
+                if let Err(e) = pipe.send_message(&[IoSlice::new(payload)]) {
+                    sent = Err(e);
+                    break;
+                }
+            }
+            self.framed.clear();
+            return sent;
+        }
         while !self.framed.is_empty() {
             match stream.try_write_vectored(&[IoSlice::new(&self.framed)]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -122,6 +145,38 @@ impl Outbox {
             }
         }
         Ok(true)
+    }
+
+    /// The payloads of the queued messages, in order: what a pipe sends,
+    /// one message each.
+    #[cfg(windows)]
+    fn messages(&self) -> impl Iterator<Item = Result<&[u8]>> {
+        let mut rest = &self.framed[..];
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            // The queue holds only frames this type wrote.
+            let frame = frame::parse_header(rest).ok().flatten().and_then(|h| {
+                let end = h
+                    .header_len
+                    .checked_add(usize::try_from(h.payload_len).ok()?)?;
+                let payload = rest.get(h.header_len..end)?;
+                Some((payload, end))
+            });
+            match frame {
+                Some((payload, end)) => {
+                    rest = &rest[end..];
+                    Some(Ok(payload))
+                }
+                None => {
+                    rest = &[];
+                    Some(Err(crate::Error::Io(io::Error::other(
+                        "a batch queue holds a broken frame",
+                    ))))
+                }
+            }
+        })
     }
 }
 

@@ -16,6 +16,10 @@ pub(crate) fn send_message<S: ByteStream + ?Sized>(
     payload: &[u8],
     deadline: Option<Instant>,
 ) -> Result<()> {
+    #[cfg(windows)]
+    if let Some(pipe) = stream.pipe() {
+        return super::pipe::send(stream, pipe, payload);
+    }
     write_frame(stream, payload, deadline)
 }
 
