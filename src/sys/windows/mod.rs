@@ -15,6 +15,7 @@ use std::os::windows::io::{
 use std::ptr;
 use std::time::Instant;
 
+use rand::TryRng;
 use socket2::{SockAddr, Socket};
 use windows_sys::Win32::Foundation::{ERROR_OPERATION_ABORTED, HANDLE};
 use windows_sys::Win32::Networking::WinSock::{
@@ -226,7 +227,9 @@ fn not_bytes() -> io::Error {
 /// A pipe name nobody can guess: 128 random bits.
 fn pair_name() -> io::Result<String> {
     let mut random = [0u8; 16];
-    crate::key::fill_random(&mut random).map_err(io::Error::other)?;
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut random)
+        .map_err(io::Error::other)?;
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!(
         r"\\.\pipe\mpconn-pair-{}-{hex}",
