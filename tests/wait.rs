@@ -188,6 +188,64 @@ fn a_blocked_receive_is_woken_by_close_from_another_thread() {
     handle.close(); // a no-op once the connection is gone
 }
 
+/// Calls that wait with a deadline (a timed receive, `poll`, a handshake)
+/// wake at a close from another thread and report it as the close, not
+/// as their deadline: on Windows, a closed pipe's wait used to end in
+/// `Error::Timeout` (a cancelled read is `ERROR_OPERATION_ABORTED`, which
+/// the standard library counts as a timeout).
+#[test]
+fn timed_waits_and_handshakes_are_woken_by_close_from_another_thread() {
+    let _w = watchdog(30);
+    fn closed_while_blocked<C: Send + 'static, R: Send + 'static>(
+        conn: C,
+        handle: mpconn::CloseHandle,
+        call: impl FnOnce(C) -> R + Send + 'static,
+    ) -> R {
+        let blocked = thread::spawn(move || call(conn));
+        thread::sleep(Duration::from_millis(100));
+        let closed = Instant::now();
+        handle.close();
+        let result = blocked.join().unwrap();
+        assert!(closed.elapsed() < Duration::from_secs(2), "not woken");
+        result
+    }
+    let (a, _b) = pipe().unwrap();
+    let handle = a.close_handle();
+    let result = closed_while_blocked(a, handle, |mut a| {
+        a.recv_bytes_timeout(Duration::from_secs(10)).map(drop)
+    });
+    assert!(
+        matches!(result, Err(Error::Closed)),
+        "timed receive: {result:?}"
+    );
+
+    let (a, _b) = pipe().unwrap();
+    let handle = a.close_handle();
+    let result = closed_while_blocked(a, handle, |mut a| {
+        let ready = a.poll(Some(Duration::from_secs(10)));
+        (ready, a.recv_bytes().map(drop))
+    });
+    assert!(
+        matches!(result, (Ok(true), Err(Error::Closed))),
+        "poll: {result:?}"
+    );
+
+    // Over the platform's local transport: a Unix socket, or a named pipe.
+    let listener = Listener::bind_unauthenticated(common::local_address("close")).unwrap();
+    let address = listener.address().clone();
+    let client = thread::spawn(move || Client::connect_unauthenticated(&address).unwrap());
+    let accepted = listener.accept().unwrap();
+    let _silent_peer = client.join().unwrap();
+    let handle = accepted.close_handle();
+    let result = closed_while_blocked(accepted, handle, |c| {
+        c.authenticate_as_server(KEY).map(drop)
+    });
+    assert!(
+        matches!(result, Err(Error::Closed)),
+        "handshake: {result:?}"
+    );
+}
+
 #[test]
 fn a_split_receiver_is_woken_by_its_sender_side_handle() {
     let _w = watchdog(20);

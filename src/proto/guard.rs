@@ -25,8 +25,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 pub mod limits;
 
-use self::limits::Level;
 pub use self::limits::Budget;
+use self::limits::Level;
 
 /// A deserializer at a [`Level`].
 pub struct Guard<'b, D> {

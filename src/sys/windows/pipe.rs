@@ -567,17 +567,27 @@ impl Pipe {
     }
 
     /// Whether a message (or the end) is here within the deadline, without
-    /// taking it: the readiness probe of `wait()`, waited for.
+    /// taking it: the readiness probe of `wait()`, waited for. A pipe
+    /// closed here (`cancel_all`) is ready, as in [`probe`](Self::probe):
+    /// the next read reports the close at once. Its cancelled probe must
+    /// not surface as this wait's error, which would read as a timeout
+    /// (`ERROR_OPERATION_ABORTED` is `ErrorKind::TimedOut`).
     pub fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let closed_here = || self.cancelled.load(Ordering::SeqCst);
         loop {
-            let event = match self.probe()? {
-                Probe::Ready => return Ok(true),
-                Probe::Pending(event, _) => event,
+            let event = match self.probe() {
+                Ok(Probe::Ready) => return Ok(true),
+                Ok(Probe::Pending(event, _)) => event,
+                Err(_) if closed_here() => return Ok(true),
+                Err(e) => return Err(e),
             };
-            if wait_any(&[event], deadline)?.is_none() {
-                return Ok(false);
+            match wait_any(&[event], deadline) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(false),
+                Err(_) if closed_here() => return Ok(true),
+                Err(e) => return Err(e),
             }
-            if self.probe_ready() {
+            if self.probe_ready() || closed_here() {
                 return Ok(true);
             }
             // The probe ended with no news (another thread ended it): probe again.
