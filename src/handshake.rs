@@ -162,18 +162,7 @@ impl Exchange {
         loop {
             // Read everything first: a client that pipelined its challenge
             // behind its answer gets our verdict and our answer in one write.
-            let mut drained = false;
-            while self.hs.wants_message() {
-                // A deadline that has passed: take what is here, wait for nothing.
-                match reader.read_with(stream, Some(Instant::now()), |m| self.hs.on_message(m)) {
-                    Ok(()) => {}
-                    Err(Error::Timeout) => {
-                        drained = true;
-                        break;
-                    }
-                    Err(e) => self.hs.transport_failed(handshake_error(e)),
-                }
-            }
+            let drained = self.take_arrived(stream, reader);
             for message in self.hs.take_output() {
                 self.unsent.push(&message);
             }
@@ -183,6 +172,11 @@ impl Exchange {
                 Err(_) => {
                     // A verdict the peer cannot read any more is no loss.
                     self.unsent.clear();
+                    // The peer may have had its last word before it closed:
+                    // a client's pipelined challenge fails to go out when
+                    // the server has already sent #FAILURE# and hung up, and
+                    // that verdict, still here, explains the close.
+                    self.take_arrived(stream, reader);
                     return match self.hs.status() {
                         Status::Failed(e) => Step::Failed(e.clone()),
                         _ => Step::Failed(AuthError::PeerClosed),
@@ -196,6 +190,24 @@ impl Exchange {
                 Status::InProgress => {}
             }
         }
+    }
+
+    /// Gives the machine every whole message that has arrived, waiting for
+    /// none; `true` when it stopped because nothing more was there.
+    fn take_arrived<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        reader: &mut MessageReader,
+    ) -> bool {
+        while self.hs.wants_message() {
+            // A deadline that has passed: take what is here, wait for nothing.
+            match reader.read_with(stream, Some(Instant::now()), |m| self.hs.on_message(m)) {
+                Ok(()) => {}
+                Err(Error::Timeout) => return true,
+                Err(e) => self.hs.transport_failed(handshake_error(e)),
+            }
+        }
+        false
     }
 
     /// Runs the handshake to its end: [`step`](Self::step), then wait for
@@ -250,6 +262,10 @@ mod tests {
     const KEY: &[u8] = b"handshake driver test key";
 
     fn machine(role: Role) -> Handshake {
+        machine_with_key(role, KEY)
+    }
+
+    fn machine_with_key(role: Role, key: &[u8]) -> Handshake {
         let timeouts = Timeouts {
             total: Duration::from_secs(5),
             first_message: None,
@@ -257,7 +273,7 @@ mod tests {
         let random = [u8::from(role == Role::Server); RANDOM_LEN];
         Handshake::new(
             role,
-            AuthKey::new(KEY),
+            AuthKey::new(key),
             AuthPolicy::default(),
             random,
             Instant::now(),
@@ -362,5 +378,42 @@ mod tests {
             let challenge = NONCE_LEN + b"#CHALLENGE#{sha256}".len();
             assert_eq!(stream.written().len(), 4 + challenge);
         }
+    }
+
+    /// A client with the wrong key pipelines its challenge behind its
+    /// answer; the server may read the answer, send #FAILURE# and hang up
+    /// before the challenge goes out. The challenge's write then fails, but
+    /// the verdict is there to read: the client is told it was rejected,
+    /// not that the peer closed (under Wine, a named pipe did this about
+    /// one time in six).
+    #[test]
+    fn a_verdict_sent_before_the_peer_hung_up_is_read_after_a_failed_write() {
+        let mut server = machine(Role::Server);
+        let mut client = machine_with_key(Role::Client, b"not the handshake test key");
+        let challenge = server.take_output().remove(0);
+        client.on_message(&challenge);
+        for m in client.take_output() {
+            server.on_message(&m);
+        }
+        let verdict = server.take_output().remove(0);
+        assert_eq!(verdict, b"#FAILURE#");
+        let first = framed(&challenge);
+        let wire = [first.clone(), framed(&verdict)].concat();
+        // The answer ({sha256} and a 32-byte digest) goes out in the first
+        // write; the server hangs up before the second (the challenge).
+        let stream = FakeStream::new(wire)
+            .hold_back_after(first.len())
+            .max_write(framed(&[0; 8 + 32]).len())
+            .hang_up_after_writes(1);
+        let mut reader = MessageReader::new(&stream, HANDSHAKE_MESSAGE_LIMIT);
+        let result = Exchange::new(machine_with_key(
+            Role::Client,
+            b"not the handshake test key",
+        ))
+        .drive_blocking(&stream, &mut reader);
+        assert!(
+            matches!(result, Err(Error::Auth(AuthError::Rejected))),
+            "{result:?}"
+        );
     }
 }
