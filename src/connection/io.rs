@@ -9,23 +9,22 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, Proof};
 use crate::proto::codec::{self, Codec};
-use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
-use crate::transport::{ByteStream, Endpoint, FrameReader, write_all, write_frame, write_slices};
+use crate::transport::{ByteStream, Endpoint, MessageReader, Outbox, send_message};
 
 /// Typed-send scratch buffers larger than this are freed after use.
 const SCRATCH_KEEP: usize = 64 * 1024;
 /// A batch is written out once this many bytes are queued.
 pub(crate) const BATCH_FLUSH: usize = 64 * 1024;
 
-/// Sends frames on an endpoint.
+/// Sends messages on an endpoint.
 #[derive(Debug)]
 pub(crate) struct Sender {
     endpoint: Arc<Endpoint>,
-    /// Typed sends encode here, behind room for the frame header.
+    /// Typed sends encode here.
     scratch: Vec<u8>,
-    /// Frames queued by a [`Batch`](super::Batch), header and payload.
-    queued: Vec<u8>,
+    /// Messages queued by a [`Batch`](super::Batch).
+    queued: Outbox,
     pub(crate) codec: Codec,
 }
 
@@ -34,7 +33,7 @@ impl Sender {
         Sender {
             endpoint,
             scratch: Vec::new(),
-            queued: Vec::new(),
+            queued: Outbox::default(),
             codec: Codec::default(),
         }
     }
@@ -74,28 +73,24 @@ impl Sender {
 
     pub(crate) fn send<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
         self.scratch.clear();
-        self.scratch.resize(MAX_HEADER, 0);
         codec::encode_with(self.codec, value, &mut self.scratch)?;
-        let len = (self.scratch.len() - MAX_HEADER) as u64;
-        let mut header = [0; MAX_HEADER];
-        let n = frame::encode_header(len, &mut header);
-        self.scratch[MAX_HEADER - n..MAX_HEADER].copy_from_slice(&header[MAX_HEADER - n..]);
-        let sent = write_all(&*self.endpoint, &self.scratch[MAX_HEADER - n..], None);
-        if self.scratch.capacity() > SCRATCH_KEEP {
-            self.scratch = Vec::new();
-        }
-        sent
+        self.send_scratch()
     }
 
     pub(crate) fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        write_frame(&*self.endpoint, buf, None)
+        send_message(&*self.endpoint, buf, None)
     }
 
     #[cfg(feature = "pickle")]
     pub(crate) fn send_pickle_value(&mut self, value: &crate::proto::pickle::Value) -> Result<()> {
         self.scratch.clear();
         crate::proto::pickle::encode_value(value, &mut self.scratch)?;
-        let sent = write_frame(&*self.endpoint, &self.scratch, None);
+        self.send_scratch()
+    }
+
+    /// Sends what was encoded into `scratch` as one message.
+    fn send_scratch(&mut self) -> Result<()> {
+        let sent = send_message(&*self.endpoint, &self.scratch, None);
         if self.scratch.capacity() > SCRATCH_KEEP {
             self.scratch = Vec::new();
         }
@@ -104,47 +99,25 @@ impl Sender {
 
     pub(crate) fn shrink(&mut self) {
         self.scratch = Vec::new();
-        if self.queued.is_empty() {
-            self.queued = Vec::new();
-        }
+        self.queued.release_above(0);
     }
 
-    /// Queues one frame; writes the queue out once it passes `BATCH_FLUSH`.
-    /// A large payload leaves at once, in one vectored write with the queue.
+    /// Queues one message; sends the queue once it passes `BATCH_FLUSH`.
+    /// A large payload leaves at once, behind the queue (in one vectored
+    /// write on a byte stream).
     pub(crate) fn queue_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        let mut header = [0; MAX_HEADER];
-        let n = frame::encode_header(buf.len() as u64, &mut header);
         if buf.len() >= BATCH_FLUSH {
-            let queued = std::mem::take(&mut self.queued);
-            let parts = [&queued[..], &header[MAX_HEADER - n..], buf];
-            let sent = write_slices(&*self.endpoint, &parts, None);
-            self.queued = queued;
-            self.queued.clear();
-            return sent;
+            return self.queued.send(&*self.endpoint, Some(buf), None);
         }
-        self.queued.extend_from_slice(&header[MAX_HEADER - n..]);
-        self.queued.extend_from_slice(buf);
+        self.queued.push(buf);
         self.flush_if_full()
     }
 
     /// Queues one typed value.
     pub(crate) fn queue<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
-        let start = self.queued.len();
-        // Encode behind a 4-byte header slot; widen it in the rare case the
-        // value passes 2 GiB.
-        self.queued.extend_from_slice(&[0; 4]);
-        if let Err(e) = codec::encode_with(self.codec, value, &mut self.queued) {
-            self.queued.truncate(start);
-            return Err(e.into());
-        }
-        let len = (self.queued.len() - start - 4) as u64;
-        let mut header = [0; MAX_HEADER];
-        let n = frame::encode_header(len, &mut header);
-        if n == 4 {
-            self.queued[start..start + 4].copy_from_slice(&header[MAX_HEADER - 4..]);
-        } else {
-            self.queued.splice(start..start + 4, header.iter().copied());
-        }
+        let codec = self.codec;
+        self.queued
+            .push_encoded(|buf| codec::encode_with(codec, value, buf))?;
         self.flush_if_full()
     }
 
@@ -155,16 +128,13 @@ impl Sender {
         }
     }
 
-    /// Writes out every queued frame.
+    /// Sends every queued message.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.queued.is_empty() {
             return Ok(());
         }
-        let sent = write_all(&*self.endpoint, &self.queued, None);
-        self.queued.clear();
-        if self.queued.capacity() > 4 * BATCH_FLUSH {
-            self.queued = Vec::new();
-        }
+        let sent = self.queued.send(&*self.endpoint, None, None);
+        self.queued.release_above(4 * BATCH_FLUSH);
         sent
     }
 
@@ -173,20 +143,19 @@ impl Sender {
     }
 }
 
-/// Receives frames from an endpoint.
+/// Receives messages from an endpoint.
 #[derive(Debug)]
 pub(crate) struct Receiver {
     endpoint: Arc<Endpoint>,
-    reader: FrameReader,
+    reader: MessageReader,
     pub(crate) codec: Codec,
 }
 
 impl Receiver {
     pub(crate) fn new(endpoint: Arc<Endpoint>, max_message: u64) -> Self {
-        endpoint.stream().set_read_limit(max_message);
         Receiver {
+            reader: MessageReader::new(&*endpoint, max_message),
             endpoint,
-            reader: FrameReader::new(max_message),
             codec: Codec::default(),
         }
     }
@@ -195,7 +164,7 @@ impl Receiver {
     /// the endpoint's stream (a listener's handshake, say).
     pub(crate) fn with_reader(
         endpoint: Arc<Endpoint>,
-        reader: FrameReader,
+        reader: MessageReader,
         max_message: u64,
     ) -> Self {
         let mut rx = Receiver {
@@ -235,7 +204,6 @@ impl Receiver {
     }
 
     pub(crate) fn set_max_message(&mut self, max: u64) {
-        self.endpoint.stream().set_read_limit(max);
         self.reader.set_max_message(max);
     }
 

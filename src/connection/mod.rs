@@ -13,7 +13,7 @@ use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
 use crate::sys;
-use crate::transport::{Endpoint, FrameReader};
+use crate::transport::{Endpoint, MessageReader};
 
 mod batch;
 mod halves;
@@ -138,7 +138,11 @@ impl Connection<Unverified> {
 
     /// A connection that goes on with `reader`, which has already read from
     /// `stream` (a listener's handshake): what it holds is read first.
-    pub(crate) fn with_reader(stream: sys::Stream, reader: FrameReader, max_message: u64) -> Self {
+    pub(crate) fn with_reader(
+        stream: sys::Stream,
+        reader: MessageReader,
+        max_message: u64,
+    ) -> Self {
         let endpoint = Arc::new(Endpoint::new(stream));
         Connection {
             rx: RecvHalf::new(Receiver::with_reader(endpoint.clone(), reader, max_message)),

@@ -31,7 +31,7 @@ use crate::key::AuthKey;
 use crate::proto::codec::Codec;
 use crate::socket::unix_path::SocketFile;
 use crate::sys;
-use crate::transport::FrameReader;
+use crate::transport::MessageReader;
 
 #[cfg(unix)]
 mod poll;
@@ -301,7 +301,7 @@ struct Accepted {
     peer: Option<Address>,
     /// What the handshake read through: it may hold the client's first
     /// messages, which the connection reads first.
-    reader: FrameReader,
+    reader: MessageReader,
     /// The finished handshake; `None` for a listener that runs none.
     proof: Option<Proof>,
 }

@@ -35,7 +35,7 @@ use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
 use crate::sys;
-use crate::transport::FrameReader;
+use crate::transport::MessageReader;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -93,7 +93,7 @@ struct Pending {
     stream: sys::Stream,
     exchange: Exchange,
     /// The handshake reads through it; the connection goes on with it.
-    reader: FrameReader,
+    reader: MessageReader,
     /// When it was accepted and sent its challenge.
     started: Instant,
     peer: Option<Address>,
@@ -313,7 +313,7 @@ impl Engine {
                 }
             };
             let Some(key) = &self.key else {
-                let reader = FrameReader::new(self.opts.max_message);
+                let reader = MessageReader::new(&stream, self.opts.max_message);
                 self.queue_ready(stream, reader, peer, None);
                 continue;
             };
@@ -327,9 +327,9 @@ impl Engine {
                 continue;
             }
             let pending = Pending {
+                reader: MessageReader::new(&stream, HANDSHAKE_MESSAGE_LIMIT),
                 stream,
                 exchange: Exchange::new(handshake),
-                reader: FrameReader::new(HANDSHAKE_MESSAGE_LIMIT),
                 started: now,
                 peer,
             };
@@ -386,7 +386,7 @@ impl Engine {
     fn queue_ready(
         &self,
         stream: sys::Stream,
-        reader: FrameReader,
+        reader: MessageReader,
         peer: Option<Address>,
         proof: Option<Proof>,
     ) {

@@ -23,7 +23,7 @@ use crate::key::AuthKey;
 use crate::proto::auth::Role;
 use crate::socket::{self, unix_path::SocketFile};
 use crate::sys::{self, Event, Pipe};
-use crate::transport::FrameReader;
+use crate::transport::MessageReader;
 
 /// What the listener's threads share.
 ///
@@ -272,7 +272,7 @@ impl Context {
             .name("mpconn-handshake".into())
             .spawn(move || {
                 let result = match &ctx.key {
-                    None => Ok((FrameReader::new(DEFAULT_MAX_MESSAGE), None)),
+                    None => Ok((MessageReader::new(&stream, DEFAULT_MAX_MESSAGE), None)),
                     Some(key) => handshake(&stream, &ctx.handshake, key)
                         .map(|(reader, proof)| (reader, Some(proof))),
                 };
@@ -288,7 +288,7 @@ impl Context {
         &self,
         stream: sys::Stream,
         peer: Option<Address>,
-        result: Result<(FrameReader, Option<Proof>)>,
+        result: Result<(MessageReader, Option<Proof>)>,
     ) {
         let wake = &self.shared.wake;
         match result {
@@ -384,19 +384,18 @@ fn accept_pipes(name: &str, mut spare: Pipe, ctx: &Context) {
     }
 }
 
-/// The server's handshake over a blocking stream, within the handshake
-/// deadlines; returns the reader it read through, which may hold the
-/// client's first messages.
+/// The server's handshake over a blocking stream (a named pipe or a TCP
+/// socket), within the handshake deadlines; returns the reader it read
+/// through, which may hold the client's first messages.
 fn handshake(
     stream: &sys::Stream,
     opts: &HandshakeOptions,
     key: &AuthKey,
-) -> Result<(FrameReader, Proof)> {
+) -> Result<(MessageReader, Proof)> {
     let mut exchange = Exchange::new(opts.start(Role::Server, key, Instant::now())?);
     // Handshake messages are small: a client that sends a large one must
-    // not make a named pipe buffer it.
-    stream.set_read_limit(HANDSHAKE_MESSAGE_LIMIT);
-    let mut reader = FrameReader::new(HANDSHAKE_MESSAGE_LIMIT);
+    // not make us buffer it (a pipe reader refuses it by its length, unread).
+    let mut reader = MessageReader::new(stream, HANDSHAKE_MESSAGE_LIMIT);
     let proof = exchange.drive_blocking(stream, &mut reader)?;
     Ok((reader, proof))
 }

@@ -3,18 +3,18 @@
 //! Each platform module provides the same names with the same signatures, so
 //! the portable layers above carry few `cfg`s:
 //!
-//! - `Stream`: a connected byte stream (a socket on Unix; a socket or a
-//!   named pipe on Windows) with `pair() -> io::Result<(Stream, Stream)>`
+//! - `Stream`: a connected stream (a socket on Unix; a socket or a named
+//!   pipe on Windows) with `pair() -> io::Result<(Stream, Stream)>`
 //!   and `pair_simplex()` (not inherited by children), `from_socket`,
-//!   `read(&self, &mut [u8])`,
+//!   the byte-stream calls of a socket: `read(&self, &mut [u8])`,
 //!   `read_spare(&self, &mut Vec<u8>, max)` (read into spare capacity without
 //!   zeroing it), `write_vectored(&self, &[IoSlice])` (never raises SIGPIPE),
-//!   `try_write_vectored` (never blocks on a socket either),
+//!   `try_write_vectored` (never blocks on a socket either);
 //!   `wait(&self, Interest, Option<Instant>) -> io::Result<bool>` (readiness
 //!   with a deadline, `false` on timeout, EINTR retried with the time that
-//!   is left), `shutdown(&self, Shutdown)`, `quick_ack(&self)`,
-//!   `set_read_limit(&self, u64)` and `has_buffered(&self)` (both matter
-//!   only for pipes, which read whole messages).
+//!   is left), `shutdown(&self, Shutdown)`, `quick_ack(&self)`, and
+//!   `has_buffered(&self)` (a message read from the OS and kept inside:
+//!   only a Windows pipe's readiness probe ever keeps one, an empty one).
 //! - `WaitSource<'a>`, made by `WaitSource::stream(&Stream)`, and
 //!   `wait_readable(&[WaitSource], &mut [bool], deadline)`: readiness of
 //!   many objects at once (a descriptor each on Unix; a stream or an event
@@ -23,9 +23,17 @@
 //!
 //! Unix adds what its mio listener engine needs (`accept`,
 //! `set_nonblocking`, `SEND_FLAGS`, `WaitSource::fd`, `Stream::from_fd`).
-//! Windows adds what its thread engine needs: named pipes
-//! (`create_pipe_instance`, `connect_pipe`), `Event`, `wait_any`, and
-//! `select_accept`/`clear_select` for TCP listening sockets.
+//! Windows adds named pipes, which move whole messages and no bytes:
+//! `Stream::as_pipe` gives the `Pipe` of a pipe stream, with
+//! `recv_message(&self, &mut Vec<u8>, limit, deadline) -> io::Result<PipeRecv>`
+//! (one whole message into the buffer; one above `limit` is refused unread,
+//! `PipeRecv::TooLarge(len)`; `Eof`; `TimedOut`) and
+//! `send_message(&self, &[IoSlice])` (one pipe message), while the
+//! byte-stream calls of a pipe stream fail with `Unsupported`. `sys` knows
+//! nothing of frame headers: the transport above frames messages on
+//! sockets and sends them bare on pipes. Windows also adds what its thread
+//! engine needs: `create_pipe_instance`, `connect_pipe`, `Event`,
+//! `wait_any`, and `select_accept`/`clear_select` for TCP listening sockets.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment naming the invariant it
 //! relies on.

@@ -112,15 +112,10 @@ impl Stream {
         self.0.peer_addr().ok()
     }
 
-    /// A socket keeps no bytes of its own once read.
+    /// A socket keeps no message of its own once read.
     pub fn has_buffered(&self) -> bool {
         false
     }
-
-    /// The largest message the connection reads. Sockets carry the length
-    /// header itself, which the frame reader checks before reading a
-    /// payload, so there is nothing to do here.
-    pub fn set_read_limit(&self, _limit: u64) {}
 
     /// Shuts down one or both directions.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {

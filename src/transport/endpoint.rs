@@ -62,4 +62,8 @@ impl ByteStream for Endpoint {
     fn quick_ack(&self) {
         self.stream.quick_ack()
     }
+    #[cfg(windows)]
+    fn pipe(&self) -> Option<&sys::Pipe> {
+        self.stream.as_pipe()
+    }
 }

@@ -22,6 +22,8 @@ pub(crate) struct FakeStream {
     interrupt_every: usize,
     calls: Cell<usize>,
     writes: Cell<usize>,
+    /// After this many writes the peer has said everything and hung up.
+    hang_up_after: Option<usize>,
     output: RefCell<Vec<u8>>,
 }
 
@@ -38,6 +40,7 @@ impl FakeStream {
             interrupt_every: 0,
             calls: Cell::new(0),
             writes: Cell::new(0),
+            hang_up_after: None,
             output: RefCell::new(Vec::new()),
         }
     }
@@ -62,6 +65,14 @@ impl FakeStream {
     /// Only the first `n` input bytes have arrived; waits beyond them time out.
     pub(crate) fn hold_back_after(self, n: usize) -> Self {
         self.available.set(n);
+        self
+    }
+
+    /// After `n` writes, the rest of the input arrives and the peer hangs
+    /// up: later writes fail with `BrokenPipe` (what a pipe whose server
+    /// sent its verdict and closed does to a client's pipelined message).
+    pub(crate) fn hang_up_after_writes(mut self, n: usize) -> Self {
+        self.hang_up_after = Some(n);
         self
     }
 
@@ -118,6 +129,10 @@ impl ByteStream for FakeStream {
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if self.interrupted() {
             return Err(io::ErrorKind::Interrupted.into());
+        }
+        if self.hang_up_after.is_some_and(|n| self.writes.get() >= n) {
+            self.release_all();
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
         self.writes.set(self.writes.get() + 1);
         let mut left = self.max_write;

@@ -1,6 +1,20 @@
-//! Messages over byte streams: the buffered frame reader and the vectored
-//! frame writer, generic over [`ByteStream`] so that unit tests can drive them
-//! with streams that chunk, interrupt and short-write at will.
+//! The message transport: whole messages over any stream, so that the
+//! layers above (connections, the handshake drivers, the listener engines)
+//! see messages and never how a stream delimits them.
+//!
+//! - [`MessageReader`] reads messages: on a byte stream (a socket) through
+//!   the buffered, resumable [`FrameReader`], which parses CPython's 4- or
+//!   12-byte frame headers; on a Windows named pipe through the pipe reader
+//!   (`pipe.rs`, `cfg(windows)`), one pipe message per message, no header.
+//! - [`send_message`] sends one message, and an [`Outbox`] queues many to
+//!   leave together (a batch, the handshake's answers): framed, in as few
+//!   writes as a byte stream takes; one pipe message each on a pipe.
+//!
+//! `sys` below moves bytes (sockets) or whole pipe messages and knows
+//! nothing of frame headers: framing lives here and in `proto::frame`. The
+//! byte-stream side is generic over [`ByteStream`] so that unit tests can
+//! drive it with streams that chunk, interrupt and short-write at will; a
+//! stream that is a named pipe says so (`ByteStream::pipe`).
 
 use std::io::{self, IoSlice};
 use std::time::Instant;
@@ -9,12 +23,18 @@ use crate::error::{Error, Result};
 use crate::sys::{self, Interest};
 
 mod endpoint;
+mod message;
+mod outbox;
+#[cfg(windows)]
+mod pipe;
 mod reader;
 mod writer;
 
 pub(crate) use endpoint::Endpoint;
+pub(crate) use message::MessageReader;
+pub(crate) use outbox::Outbox;
 pub(crate) use reader::FrameReader;
-pub(crate) use writer::{write_all, write_frame, write_slices};
+pub(crate) use writer::send_message;
 
 /// What the reader and writer need from a connected byte stream.
 pub(crate) trait ByteStream {
@@ -37,6 +57,12 @@ pub(crate) trait ByteStream {
     /// Asks for the peer's next segments to be acknowledged at once (TCP on
     /// Linux); nothing elsewhere.
     fn quick_ack(&self) {}
+    /// The named pipe, when the stream is one: it moves whole messages, and
+    /// the bytes-level calls above do not apply to it.
+    #[cfg(windows)]
+    fn pipe(&self) -> Option<&sys::Pipe> {
+        None
+    }
 }
 
 impl ByteStream for sys::Stream {
@@ -57,6 +83,10 @@ impl ByteStream for sys::Stream {
     }
     fn quick_ack(&self) {
         sys::Stream::quick_ack(self)
+    }
+    #[cfg(windows)]
+    fn pipe(&self) -> Option<&sys::Pipe> {
+        self.as_pipe()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Frame writing: header and payload leave in one vectored write.
+//! Message sending: on a byte stream, header and payload leave in one
+//! vectored write.
 
 use std::io::IoSlice;
 use std::time::Instant;
@@ -7,6 +8,20 @@ use super::{ByteStream, retry};
 use crate::error::{Error, Result};
 use crate::proto::frame::{self, MAX_HEADER};
 use crate::sys::Interest;
+
+/// Sends `payload` as one message: framed on a byte stream, as one pipe
+/// message on a named pipe.
+pub(crate) fn send_message<S: ByteStream + ?Sized>(
+    stream: &S,
+    payload: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    #[cfg(windows)]
+    if let Some(pipe) = stream.pipe() {
+        return super::pipe::send(stream, pipe, payload);
+    }
+    write_frame(stream, payload, deadline)
+}
 
 /// Sends one frame: the header and `payload` in one `writev` where the
 /// stream takes it all, continuing after short writes.

@@ -1,10 +1,11 @@
 //! Windows: TCP sockets and named pipes behind one `Stream`.
 //!
-//! Named pipes are message pipes, framed as CPython frames them (no length
-//! header on the wire); `pipe` adapts them to the framed byte stream the
-//! portable layers read and write. Readiness for `wait()` comes from
-//! zero-byte overlapped reads, as in CPython's `wait()` on Windows: they
-//! complete when data arrives without taking it.
+//! A socket is a byte stream; a named pipe is a message pipe, which moves
+//! whole messages (`Pipe::recv_message`, `Pipe::send_message`) and has no
+//! byte-stream calls: the transport above tells the two apart
+//! (`Stream::as_pipe`). Readiness for `wait()` comes from zero-byte
+//! overlapped reads, as in CPython's `wait()` on Windows: they complete
+//! when data arrives without taking it.
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
@@ -14,6 +15,7 @@ use std::os::windows::io::{
 use std::ptr;
 use std::time::Instant;
 
+use rand::TryRng;
 use socket2::{SockAddr, Socket};
 use windows_sys::Win32::Foundation::{ERROR_OPERATION_ABORTED, HANDLE};
 use windows_sys::Win32::Networking::WinSock::{
@@ -27,14 +29,14 @@ use super::Interest;
 
 mod pipe;
 
-pub use pipe::{Op, Pipe, Probe, wait_any};
+pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
 
 /// A connected stream: a TCP socket or one end of a named pipe.
 #[derive(Debug)]
 pub enum Stream {
     /// A connected TCP socket.
     Socket(Socket),
-    /// A message-mode named pipe, framed as CPython frames it.
+    /// A message-mode named pipe: whole messages, no byte-stream calls.
     Pipe(Pipe),
 }
 
@@ -63,10 +65,9 @@ impl Stream {
         Stream::Pipe(Pipe::from(handle))
     }
 
-    /// Whether bytes already read from the OS wait inside the stream (a
-    /// pipe reads whole messages; a socket keeps nothing). A pipe's
-    /// readiness probe is ended first, so that an empty message it took
-    /// counts.
+    /// Whether a message already read from the OS waits inside the stream:
+    /// an empty one a pipe's readiness probe took (the probe is ended
+    /// first, so that it counts); a socket keeps nothing.
     pub fn has_buffered(&self) -> bool {
         match self {
             Stream::Socket(_) => false,
@@ -77,11 +78,12 @@ impl Stream {
         }
     }
 
-    /// One read of framed bytes.
+    /// One read of bytes from a socket. A pipe has no bytes-level calls
+    /// (`Unsupported`): read it with `Pipe::recv_message`.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Socket(s) => io::Read::read(&mut &*s, buf),
-            Stream::Pipe(p) => p.read(buf),
+            Stream::Pipe(_) => Err(not_bytes()),
         }
     }
 
@@ -99,21 +101,20 @@ impl Stream {
                 unsafe { v.set_len(len) };
                 Ok(n)
             }
-            Stream::Pipe(p) => p.read_spare(v, max),
+            Stream::Pipe(_) => Err(not_bytes()),
         }
     }
 
-    /// One vectored write of framed bytes.
+    /// One vectored write of bytes to a socket. A pipe has no bytes-level
+    /// calls (`Unsupported`): write it with `Pipe::send_message`.
     pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Socket(s) => s.send_vectored(bufs),
-            Stream::Pipe(p) => p.write_vectored(bufs),
+            Stream::Pipe(_) => Err(not_bytes()),
         }
     }
 
-    /// A write that does not block on a socket. A pipe write is handed to
-    /// the kernel whole and completes when the pipe has room, so on pipes
-    /// this is the ordinary write.
+    /// A write that does not block on a socket.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Socket(s) => {
@@ -122,12 +123,13 @@ impl Stream {
                 s.set_nonblocking(false)?;
                 r
             }
-            Stream::Pipe(p) => p.write_vectored(bufs),
+            Stream::Pipe(_) => Err(not_bytes()),
         }
     }
 
     /// Waits until the stream is ready for `interest` or `deadline` passes;
-    /// `false` on timeout. A pipe is always writable (its writes block).
+    /// `false` on timeout. A pipe is readable once a message or the end is
+    /// there (nothing is taken), and always writable (its writes block).
     pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
         match (self, interest) {
             (Stream::Socket(s), _) => wait_socket(s, interest, deadline),
@@ -155,15 +157,6 @@ impl Stream {
         }
     }
 
-    /// The largest message to read. A pipe refuses a longer one without
-    /// reading it (it synthesises only the header, which the frame reader
-    /// rejects); sockets carry their header, which the frame reader checks.
-    pub fn set_read_limit(&self, limit: u64) {
-        if let Stream::Pipe(p) = self {
-            p.set_read_limit(limit);
-        }
-    }
-
     /// The peer's address, for a TCP stream; `None` for a named pipe.
     pub fn peer_addr(&self) -> Option<socket2::SockAddr> {
         self.as_socket()?.peer_addr().ok()
@@ -174,6 +167,14 @@ impl Stream {
         match self {
             Stream::Socket(s) => Some(s),
             Stream::Pipe(_) => None,
+        }
+    }
+
+    /// The pipe, for a named pipe.
+    pub fn as_pipe(&self) -> Option<&Pipe> {
+        match self {
+            Stream::Socket(_) => None,
+            Stream::Pipe(p) => Some(p),
         }
     }
 
@@ -215,10 +216,20 @@ impl AsRawHandle for Stream {
     }
 }
 
+/// What a bytes-level call on a pipe gets.
+fn not_bytes() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a named pipe moves whole messages, not bytes",
+    )
+}
+
 /// A pipe name nobody can guess: 128 random bits.
 fn pair_name() -> io::Result<String> {
     let mut random = [0u8; 16];
-    crate::key::fill_random(&mut random).map_err(io::Error::other)?;
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut random)
+        .map_err(io::Error::other)?;
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
     Ok(format!(
         r"\\.\pipe\mpconn-pair-{}-{hex}",

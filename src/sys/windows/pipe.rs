@@ -1,13 +1,16 @@
-//! Windows named pipes in message mode, adapted to a framed byte stream:
-//! each pipe message reads as a 4- or 12-byte header plus its payload, and
-//! written frames leave as one pipe message each, without the header
-//! (CPython's framing on pipes). Overlapped I/O gives reads a deadline.
+//! Windows named pipes in message mode. They move whole pipe messages:
+//! `recv_message` reads one message whole into the caller's buffer (one
+//! that passes the caller's limit is refused unread, by its length), and
+//! `send_message` writes one. This file knows nothing of frame headers; the
+//! transport above maps one message to one pipe message (CPython's framing
+//! on pipes). Overlapped I/O gives reads a deadline, and a zero-byte read
+//! in flight tells `wait()` when a message has come.
 
 use std::io::{self, IoSlice};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use windows_sys::Win32::Foundation::{
@@ -36,10 +39,6 @@ use windows_sys::Win32::System::Threading::{CreateEventW, INFINITE, WaitForMulti
 
 const BUFSIZE: u32 = 64 * 1024;
 
-/// The read limit until a connection sets its own: the handshake's largest
-/// message, with room to spare.
-const DEFAULT_READ_LIMIT: u64 = 4096;
-
 /// Only the pipe's owner (its creator) gets access.
 const OWNER_ONLY: &str = "D:P(A;;GA;;;OW)";
 
@@ -64,8 +63,6 @@ pub struct Pipe {
     tx: Mutex<Tx>,
     /// Set by `cancel_all`: no new reads or writes start.
     cancelled: AtomicBool,
-    /// The largest message read; see `set_read_limit`.
-    limit: AtomicU64,
 }
 
 /// The zero-byte read that tells `wait()` a message has come. It stays in
@@ -92,53 +89,53 @@ impl Drop for ProbeSlot {
 
 #[derive(Debug, Default)]
 struct Rx {
-    /// Whole messages as framed bytes, header first, not yet handed out.
-    framed: Vec<u8>,
-    pos: usize,
+    /// A readiness probe took an empty message, not handed out yet.
+    empty: bool,
     /// The peer closed its end.
     eof: bool,
     /// The reads' overlapped state, kept from one read to the next.
     op: Option<Op>,
 }
 
-/// The write side: bytes of an incomplete frame, and the writes' overlapped
-/// state.
+impl Rx {
+    /// What a read returns without reading: an empty message a probe took,
+    /// or the end.
+    fn take_news(&mut self) -> Option<PipeRecv> {
+        if std::mem::take(&mut self.empty) {
+            Some(PipeRecv::Message)
+        } else if self.eof {
+            Some(PipeRecv::Eof)
+        } else {
+            None
+        }
+    }
+
+    fn has_news(&self) -> bool {
+        self.empty || self.eof
+    }
+}
+
+/// The write side: the parts of a message given in several pieces, joined,
+/// and the writes' overlapped state.
 #[derive(Debug, Default)]
 struct Tx {
-    buf: Vec<u8>,
+    joined: Vec<u8>,
     op: Option<Op>,
 }
 
-/// Room kept in front of a message's payload for its header: 4 bytes, or
-/// 12 above 2 GiB (CPython's framing).
-const HEADER_ROOM: usize = 12;
-
-impl Rx {
-    /// Appends an empty message (one a readiness probe took).
-    fn push_empty_message(&mut self) {
-        if self.buffered().is_empty() {
-            self.framed.clear();
-            self.pos = 0;
-        }
-        self.framed.extend_from_slice(&0u32.to_be_bytes());
-    }
-
-    /// Writes the header of a `len`-byte message into the room in front of
-    /// its payload, and starts the buffered bytes at the header.
-    fn write_header(&mut self, len: u64) {
-        if len <= 0x7fff_ffff {
-            self.framed[8..12].copy_from_slice(&(len as u32).to_be_bytes());
-            self.pos = 8;
-        } else {
-            self.framed[..4].copy_from_slice(&(-1i32).to_be_bytes());
-            self.framed[4..12].copy_from_slice(&len.to_be_bytes());
-            self.pos = 0;
-        }
-    }
-
-    fn buffered(&self) -> &[u8] {
-        self.framed.get(self.pos..).unwrap_or_default()
-    }
+/// What [`Pipe::recv_message`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeRecv {
+    /// A whole message (possibly empty), now in the caller's buffer.
+    Message,
+    /// A message of this many bytes, above the limit. It was not read into
+    /// memory, and its bytes stay in the pipe: no later message can be
+    /// told apart from them, so the pipe is of no more use for reading.
+    TooLarge(u64),
+    /// The peer closed its end.
+    Eof,
+    /// The deadline passed before a message came.
+    TimedOut,
 }
 
 /// The readiness probe of one pipe: already ready, or a zero-byte read in flight.
@@ -280,7 +277,7 @@ fn settle(rx: &mut Rx, result: Result<u32, (u32, u32)>) -> bool {
     match result {
         // A zero-byte read that succeeded took an empty message.
         Ok(_) => {
-            rx.push_empty_message();
+            rx.empty = true;
             true
         }
         Err((ERROR_MORE_DATA, _)) => true,
@@ -362,7 +359,7 @@ impl Pipe {
             Some(false) => {}
         }
         // Closed here: the next read reports it at once.
-        if !rx.buffered().is_empty() || rx.eof || self.cancelled.load(Ordering::SeqCst) {
+        if rx.has_news() || self.cancelled.load(Ordering::SeqCst) {
             return Ok(Probe::Ready);
         }
         let op = match &mut slot.op {
@@ -395,7 +392,7 @@ impl Pipe {
         let mut slot = self.lock_probe();
         match self.reap_probe(&mut rx, &mut slot) {
             None => false,
-            Some(ready) => ready || !rx.buffered().is_empty() || rx.eof,
+            Some(ready) => ready || rx.has_news(),
         }
     }
 
@@ -456,58 +453,64 @@ impl Pipe {
         self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads the next pipe message into the drained `rx`, framed: its
-    /// payload behind room for a header, which is written in place once the
-    /// length is known. `false` on timeout.
-    ///
-    /// A message longer than the read limit is not read: `rx` gets only a
-    /// header with its length, which the frame reader refuses
-    /// (`MessageTooLarge`, the stream is then unusable), so a peer cannot
-    /// make us buffer more than the limit.
-    fn fill(&self, rx: &mut Rx, deadline: Option<Instant>) -> io::Result<bool> {
-        if !rx.buffered().is_empty() || rx.eof {
-            return Ok(true);
+    /// Reads the next pipe message whole into `out` (cleared first), within
+    /// `deadline`. A message longer than `limit` is not read: its length
+    /// comes back instead ([`PipeRecv::TooLarge`]), so a peer cannot make
+    /// us buffer more than the limit. Nothing is taken on a timeout, so the
+    /// next call reads the same message.
+    pub fn recv_message(
+        &self,
+        out: &mut Vec<u8>,
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> io::Result<PipeRecv> {
+        out.clear();
+        let mut rx = self.lock_rx();
+        if let Some(news) = rx.take_news() {
+            return Ok(news);
         }
-        if !self.finish_probe_before_read(rx, deadline)? {
-            return Ok(false);
+        if !self.finish_probe_before_read(&mut rx, deadline)? {
+            return Ok(PipeRecv::TimedOut);
         }
-        if !rx.buffered().is_empty() || rx.eof {
-            // The probe took an empty message, or found the end.
-            return Ok(true);
+        // The probe took an empty message, or found the end.
+        if let Some(news) = rx.take_news() {
+            return Ok(news);
         }
         let mut op = match rx.op.take() {
             Some(op) => op,
             None => Op::new()?,
         };
-        let result = self.fill_with(rx, &mut op, deadline);
+        let result = self.read_message(&mut op, out, limit, deadline);
         rx.op = Some(op);
-        if !matches!(result, Ok(true)) {
-            rx.framed.clear();
-            rx.pos = 0;
+        match result {
+            Ok(PipeRecv::Message) => {}
+            Ok(PipeRecv::Eof) => {
+                rx.eof = true;
+                out.clear();
+            }
+            _ => out.clear(),
         }
         result
     }
 
-    fn fill_with(&self, rx: &mut Rx, op: &mut Op, deadline: Option<Instant>) -> io::Result<bool> {
-        let limit = self.limit.load(Ordering::Relaxed);
-        if rx.framed.capacity() > 4 * BUFSIZE as usize {
-            // A large message is gone: do not keep its buffer.
-            rx.framed = Vec::new();
-        }
-        rx.framed.clear();
-        rx.pos = 0;
-        rx.framed.resize(HEADER_ROOM, 0);
-        rx.framed.reserve(BUFSIZE as usize);
+    fn read_message(
+        &self,
+        op: &mut Op,
+        out: &mut Vec<u8>,
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> io::Result<PipeRecv> {
+        out.reserve(BUFSIZE as usize);
         loop {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(io::Error::from_raw_os_error(ERROR_OPERATION_ABORTED as i32));
             }
-            let len = rx.framed.len();
-            let room = (rx.framed.capacity() - len).min(u32::MAX as usize) as u32;
-            let buf = rx.framed.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+            let len = out.len();
+            let room = (out.capacity() - len).min(u32::MAX as usize) as u32;
+            let buf = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
             // SAFETY: `buf` points to the `room` bytes of spare capacity of
-            // rx.framed, which is neither moved nor resized until the
-            // operation has completed (overlapped() waits for that).
+            // `out`, which is neither moved nor resized until the operation
+            // has completed (overlapped() waits for that).
             let outcome = self.overlapped(op, deadline, None, |ov| unsafe {
                 ReadFile(self.raw(), buf, room, ptr::null_mut(), ov)
             })?;
@@ -517,30 +520,24 @@ impl Pipe {
             };
             // SAFETY: the read wrote `moved` <= `room` bytes at the start of
             // the spare capacity, so they are initialised and in bounds.
-            unsafe { rx.framed.set_len(len + moved) };
-            let got = rx.framed.len() - HEADER_ROOM;
+            unsafe { out.set_len(len + moved) };
+            let got = out.len() as u64;
             match outcome {
-                Outcome::Done(_) => {
-                    rx.write_header(got as u64);
-                    return Ok(true);
-                }
+                Outcome::Done(_) if got > limit => return Ok(PipeRecv::TooLarge(got)),
+                Outcome::Done(_) => return Ok(PipeRecv::Message),
                 Outcome::Failed(ERROR_MORE_DATA, _) => {
                     let left = self.left_in_message().max(1);
-                    let total = got as u64 + u64::from(left);
+                    let total = got + u64::from(left);
                     if total > limit {
-                        rx.framed.truncate(HEADER_ROOM);
-                        rx.write_header(total);
-                        return Ok(true);
+                        return Ok(PipeRecv::TooLarge(total));
                     }
-                    rx.framed.reserve(left as usize);
+                    out.reserve(left as usize);
                 }
                 Outcome::Failed(ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED, _) => {
-                    rx.framed.clear();
-                    rx.eof = true;
-                    return Ok(true);
+                    return Ok(PipeRecv::Eof);
                 }
                 Outcome::Failed(e, _) => return Err(io::Error::from_raw_os_error(e as i32)),
-                Outcome::TimedOut if got == 0 => return Ok(false),
+                Outcome::TimedOut if got == 0 => return Ok(PipeRecv::TimedOut),
                 // The rest of a started message is already in the pipe.
                 Outcome::TimedOut => {}
             }
@@ -564,94 +561,70 @@ impl Pipe {
         left
     }
 
-    /// The largest message this end reads; longer ones are refused unread.
-    pub fn set_read_limit(&self, limit: u64) {
-        self.limit.store(limit, Ordering::Relaxed);
-    }
-
-    /// Framed bytes of the next message; `Ok(0)` at end of stream.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut rx = self.lock_rx();
-        self.fill(&mut rx, None)?;
-        let n = buf.len().min(rx.buffered().len());
-        buf[..n].copy_from_slice(&rx.buffered()[..n]);
-        rx.pos += n;
-        Ok(n)
-    }
-
-    /// Like [`read`](Self::read), appending at most `max` bytes to `v`.
-    pub fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let mut rx = self.lock_rx();
-        self.fill(&mut rx, None)?;
-        let n = max.min(rx.buffered().len());
-        v.extend_from_slice(&rx.buffered()[..n]);
-        rx.pos += n;
-        Ok(n)
-    }
-
-    /// Whether a message read from the pipe waits here.
+    /// Whether an empty message a readiness probe took waits here.
     pub fn has_buffered(&self) -> bool {
-        !self.lock_rx().buffered().is_empty()
+        self.lock_rx().empty
     }
 
-    /// Whether a message (or the end) is here within the deadline. A pipe
+    /// Whether a message (or the end) is here within the deadline, without
+    /// taking it: the readiness probe of `wait()`, waited for. A pipe
     /// closed here (`cancel_all`) is ready, as in [`probe`](Self::probe):
-    /// the next read reports the close at once. Its cancelled read must not
-    /// surface as this wait's error, which would read as a timeout
+    /// the next read reports the close at once. Its cancelled probe must
+    /// not surface as this wait's error, which would read as a timeout
     /// (`ERROR_OPERATION_ABORTED` is `ErrorKind::TimedOut`).
     pub fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<bool> {
-        let mut rx = self.lock_rx();
-        match self.fill(&mut rx, deadline) {
-            Err(_) if self.cancelled.load(Ordering::SeqCst) => Ok(true),
-            other => other,
+        let closed_here = || self.cancelled.load(Ordering::SeqCst);
+        loop {
+            let event = match self.probe() {
+                Ok(Probe::Ready) => return Ok(true),
+                Ok(Probe::Pending(event, _)) => event,
+                Err(_) if closed_here() => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            match wait_any(&[event], deadline) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(false),
+                Err(_) if closed_here() => return Ok(true),
+                Err(e) => return Err(e),
+            }
+            if self.probe_ready() || closed_here() {
+                return Ok(true);
+            }
+            // The probe ended with no news (another thread ended it): probe again.
         }
     }
 
-    /// Takes framed bytes; every complete frame leaves as one pipe message,
-    /// without its header. Blocks while the pipe's buffer is full, as a
-    /// message pipe does until the reader takes the message.
-    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Sends one pipe message made of `parts`. A message in one part leaves
+    /// from the caller's buffer; several parts are joined first. Blocks
+    /// while the pipe's buffer is full, as a message pipe does until the
+    /// reader takes the message.
+    pub fn send_message(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let mut guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Tx { buf: tx, op } = &mut *guard;
+        let Tx { joined, op } = &mut *guard;
         let op = match op {
             Some(op) => op,
             None => op.insert(Op::new()?),
         };
-        let total = bufs.iter().map(|b| b.len()).sum();
-        // The frame writer hands over one header and its whole payload:
-        // send the payload from where it is, without copying it.
-        if let ([header, payload], true) = (bufs, tx.is_empty())
-            && frame_len(header) == Some((header.len(), payload.len()))
-        {
-            return self.write_message(op, payload).map(|()| total);
-        }
-        for b in bufs {
-            tx.extend_from_slice(b);
-        }
-        let mut at = 0;
-        let result = loop {
-            let Some((hlen, len)) = frame_len(&tx[at..]) else {
-                break Ok(total);
-            };
-            if tx.len() - at < hlen + len {
-                break Ok(total);
+        let mut filled = parts.iter().filter(|p| !p.is_empty());
+        match (filled.next(), filled.next()) {
+            (None, _) => self.write_message(op, &[]),
+            (Some(one), None) => self.write_message(op, one),
+            _ => {
+                joined.clear();
+                for part in parts {
+                    joined.extend_from_slice(part);
+                }
+                let sent = self.write_message(op, joined);
+                joined.clear();
+                if joined.capacity() > 4 * BUFSIZE as usize {
+                    *joined = Vec::new();
+                }
+                sent
             }
-            if let Err(e) = self.write_message(op, &tx[at + hlen..at + hlen + len]) {
-                break Err(e);
-            }
-            at += hlen + len;
-        };
-        match result {
-            Ok(_) => {
-                tx.drain(..at);
-            }
-            // The stream is broken: half-sent frames must not go out later.
-            Err(_) => tx.clear(),
         }
-        result
     }
 
     /// Sends `payload` as one pipe message.
@@ -685,16 +658,6 @@ impl Pipe {
         // SAFETY: a null OVERLAPPED cancels all I/O on the handle, which is open.
         unsafe { CancelIoEx(self.raw(), ptr::null()) };
     }
-}
-
-/// Header length and payload length of the frame at the start of `bytes`.
-fn frame_len(bytes: &[u8]) -> Option<(usize, usize)> {
-    let short = i32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
-    if short >= 0 {
-        return Some((4, short as usize));
-    }
-    let long = u64::from_be_bytes(bytes.get(4..12)?.try_into().ok()?);
-    Some((12, long as usize))
 }
 
 /// Security attributes that admit only the pipe's owner; free with LocalFree.
@@ -835,7 +798,6 @@ impl Pipe {
             rx: Mutex::new(Rx::default()),
             tx: Mutex::new(Tx::default()),
             cancelled: AtomicBool::new(false),
-            limit: AtomicU64::new(DEFAULT_READ_LIMIT),
         }
     }
 

@@ -1,0 +1,120 @@
+//! `MessageReader`: whole messages from any stream. Byte streams (sockets)
+//! carry a frame header before each message, which the [`FrameReader`]
+//! parses; named pipes delimit messages themselves, and the `PipeReader`
+//! reads them whole. The layers above see messages only.
+
+use std::time::Instant;
+
+use super::ByteStream;
+use super::FrameReader;
+#[cfg(windows)]
+use super::pipe::PipeReader;
+use crate::error::Result;
+
+/// Reads messages from a stream, the way its kind delimits them.
+#[derive(Debug)]
+pub(crate) enum MessageReader {
+    /// A byte stream: frame headers delimit the messages.
+    Frames(FrameReader),
+    /// A named pipe: each pipe message is one message.
+    #[cfg(windows)]
+    Pipe(PipeReader),
+}
+
+impl MessageReader {
+    /// A reader for `stream`, refusing messages above `max_message` bytes.
+    pub(crate) fn new<S: ByteStream + ?Sized>(stream: &S, max_message: u64) -> Self {
+        #[cfg(windows)]
+        if stream.pipe().is_some() {
+            return MessageReader::Pipe(PipeReader::new(max_message));
+        }
+        #[cfg(not(windows))]
+        let _ = stream;
+        MessageReader::Frames(FrameReader::new(max_message))
+    }
+
+    pub(crate) fn set_max_message(&mut self, max: u64) {
+        match self {
+            MessageReader::Frames(r) => r.set_max_message(max),
+            #[cfg(windows)]
+            MessageReader::Pipe(r) => r.set_max_message(max),
+        }
+    }
+
+    pub(crate) fn max_message(&self) -> u64 {
+        match self {
+            MessageReader::Frames(r) => r.max_message(),
+            #[cfg(windows)]
+            MessageReader::Pipe(r) => r.max_message(),
+        }
+    }
+
+    /// Whether bytes of a next message are already here, so a poll must not
+    /// wait. A pipe reader reads nothing ahead.
+    pub(crate) fn has_buffered(&self) -> bool {
+        match self {
+            MessageReader::Frames(r) => r.has_buffered(),
+            #[cfg(windows)]
+            MessageReader::Pipe(_) => false,
+        }
+    }
+
+    /// Receives one message and hands its payload to `f`, from the read
+    /// buffer where it can.
+    pub(crate) fn read_with<S: ByteStream + ?Sized, R>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        match self {
+            MessageReader::Frames(r) => r.read_with(stream, deadline, f),
+            #[cfg(windows)]
+            MessageReader::Pipe(r) => r.read_with(stream, deadline, f),
+        }
+    }
+
+    /// Receives one message into a new `Vec`.
+    pub(crate) fn read_owned<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
+        match self {
+            MessageReader::Frames(r) => r.read_owned(stream, deadline),
+            #[cfg(windows)]
+            MessageReader::Pipe(r) => r.read_owned(stream, deadline),
+        }
+    }
+
+    /// Receives one message into `out` and returns its length. A message
+    /// longer than `out` is returned whole inside
+    /// [`Error::BufferTooShort`](crate::Error::BufferTooShort).
+    pub(crate) fn read_into<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+        out: &mut [u8],
+    ) -> Result<usize> {
+        match self {
+            MessageReader::Frames(r) => r.read_into(stream, deadline, out),
+            #[cfg(windows)]
+            MessageReader::Pipe(r) => r.read_into(stream, deadline, out),
+        }
+    }
+
+    /// Frees the read buffer when nothing is left in it.
+    pub(crate) fn release_if_idle(&mut self) {
+        match self {
+            MessageReader::Frames(r) => r.release_if_idle(),
+            #[cfg(windows)]
+            MessageReader::Pipe(r) => r.release_if_idle(),
+        }
+    }
+}
+
+impl From<FrameReader> for MessageReader {
+    fn from(reader: FrameReader) -> Self {
+        MessageReader::Frames(reader)
+    }
+}
