@@ -192,6 +192,28 @@ impl Exchange {
         }
     }
 
+    /// Sends what the machine has to say without reading anything: the
+    /// listener's challenge, right after the accept. Whatever a client sent
+    /// before it is reported by the poller the socket is registered with
+    /// next, so a read here would only cost a system call. A send the
+    /// socket cannot take yet stays queued for the next [`step`](Self::step).
+    ///
+    /// # Errors
+    /// [`AuthError::PeerClosed`] when the client has already gone.
+    #[cfg_attr(
+        not(unix),
+        allow(dead_code, reason = "only the Unix listener engine greets first")
+    )]
+    pub(crate) fn greet<S: ByteStream + ?Sized>(&mut self, stream: &S) -> Result<(), AuthError> {
+        for message in self.hs.take_output() {
+            self.unsent.push(&message);
+        }
+        match self.unsent.try_send(stream) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(AuthError::PeerClosed),
+        }
+    }
+
     /// Gives the machine every whole message that has arrived, waiting for
     /// none; `true` when it stopped because nothing more was there.
     fn take_arrived<S: ByteStream + ?Sized>(

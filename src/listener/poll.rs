@@ -318,7 +318,12 @@ impl Engine {
                 continue;
             };
             let now = Instant::now();
-            let handshake = self.opts.handshake.start(Role::Server, key, now)?;
+            let mut exchange = Exchange::new(self.opts.handshake.start(Role::Server, key, now)?);
+            // The challenge goes out at once; the poll reports what comes back.
+            if let Err(e) = exchange.greet(&stream) {
+                self.report(peer, Error::Auth(e));
+                continue;
+            }
             // Registered before it takes a slot, so a registration that
             // fails leaves no slot behind.
             let slot = self.free.last().copied().unwrap_or(self.pending.len());
@@ -329,7 +334,7 @@ impl Engine {
             let pending = Pending {
                 reader: MessageReader::new(&stream, HANDSHAKE_MESSAGE_LIMIT),
                 stream,
-                exchange: Exchange::new(handshake),
+                exchange,
                 started: now,
                 peer,
             };
@@ -338,7 +343,6 @@ impl Engine {
                 None => self.pending.push(Some(pending)),
             }
             self.count += 1;
-            self.advance(slot);
         }
     }
 
