@@ -285,3 +285,38 @@ fn eviction_spares_clients_that_proved_the_key() {
         drop(first);
     }
 }
+
+/// Several threads may accept at once: one drives the handshakes, another
+/// still keeps its own deadline, and every client is handed to one of them.
+#[test]
+fn several_threads_accept_at_once() {
+    let _w = watchdog(30);
+    let listener = Arc::new(Listener::bind("127.0.0.1:0", KEY).unwrap());
+    let driver = {
+        let listener = listener.clone();
+        thread::spawn(move || listener.accept().map(|mut c| c.recv::<u32>().unwrap()))
+    };
+    thread::sleep(Duration::from_millis(100));
+    // A second acceptor with a deadline of its own: it times out, though
+    // the first one is inside accept() with none.
+    let start = Instant::now();
+    assert!(matches!(
+        listener.accept_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let second = {
+        let listener = listener.clone();
+        thread::spawn(move || listener.accept().map(|mut c| c.recv::<u32>().unwrap()))
+    };
+    let address = listener.address().clone();
+    for i in 0..2u32 {
+        Client::connect(&address, KEY).unwrap().send(&i).unwrap();
+    }
+    let mut got = [
+        driver.join().unwrap().unwrap(),
+        second.join().unwrap().unwrap(),
+    ];
+    got.sort_unstable();
+    assert_eq!(got, [0, 1]);
+}
