@@ -186,19 +186,13 @@ pub fn pickle_recv(data: &[u8]) {
 /// Containers nested in `value`, itself included.
 #[cfg(feature = "pickle")]
 fn depth(value: &crate::proto::pickle::Value) -> usize {
-    use crate::proto::pickle::{HashableValue as H, Value as V};
-    fn key_depth(key: &H) -> usize {
-        match key {
-            H::Tuple(items) => 1 + items.iter().map(key_depth).max().unwrap_or(0),
-            H::FrozenSet(items) => 1 + items.iter().map(key_depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
+    use crate::proto::pickle::Value as V;
     match value {
-        V::List(items) | V::Tuple(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        V::Set(items) | V::FrozenSet(items) => 1 + items.iter().map(key_depth).max().unwrap_or(0),
+        V::List(items) | V::Tuple(items) | V::Set(items) | V::FrozenSet(items) => {
+            1 + items.iter().map(depth).max().unwrap_or(0)
+        }
         V::Dict(entries) => {
-            let deepest = entries.iter().map(|(k, v)| key_depth(k).max(depth(v)));
+            let deepest = entries.iter().map(|(k, v)| depth(k).max(depth(v)));
             1 + deepest.max().unwrap_or(0)
         }
         _ => 0,

@@ -57,6 +57,8 @@ pub use proto::codec::Codec;
 /// The pickle codec's dynamic value types (feature `pickle`).
 #[cfg(feature = "pickle")]
 pub mod pickle {
-    pub use crate::proto::pickle::{HashableValue, Value};
+    pub use crate::proto::pickle::Value;
+    /// The big integer of [`Value::Int`] (num-bigint's).
+    pub use num_bigint::BigInt;
 }
 pub use wait::{WaitSet, WaitSource, Waitable, wait};

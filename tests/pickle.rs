@@ -224,3 +224,67 @@ fn pipes_gate_and_carry_pickles_too() {
         .unwrap();
     assert_eq!(a.recv::<(u8, u8)>().unwrap(), (7, 8));
 }
+
+/// The Python side of the order test: sends dicts built in an order that is
+/// not sorted, receives them back from Rust and compares their items in
+/// order. `sys.argv`: address, key.
+const PY_ORDER: &str = r#"
+import sys
+from multiprocessing.connection import Client
+
+host, port = sys.argv[1].rsplit(':', 1)
+conn = Client((host, int(port)), authkey=bytes.fromhex(sys.argv[2]))
+inner = {}
+for k in ('b', 'c', 'a'):
+    inner[k] = k * 2
+values = [
+    {'zeta': 1, 'alpha': 2, 'mid': 3},
+    {3: 'three', 1: 'one', 2: 'two', 2**80: (inner, [inner])},
+    [{'z': None}, {'y': b'y', 'x': 1.5}],
+]
+def items(v):
+    if isinstance(v, dict):
+        return ('dict', [(items(k), items(x)) for k, x in v.items()])
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__, [items(x) for x in v])
+    return (type(v).__name__, v)
+for value in values:
+    conn.send(value)
+    back = conn.recv()
+    if items(back) != items(value):
+        print(f'sent {value!r}, got back {back!r}', file=sys.stderr)
+        sys.exit(1)
+conn.close()
+"#;
+
+#[test]
+fn dict_order_survives_python_rust_python_with_every_python() {
+    let _w = watchdog(120);
+    for (version, py) in interpreters(&PYTHON_VERSIONS) {
+        let listener = ListenerOptions::new()
+            .allow_legacy_md5(is_legacy_python(&version))
+            .accept_timeout(Some(Duration::from_secs(20)))
+            .bind("127.0.0.1:0", KEY)
+            .unwrap();
+        let hex: String = KEY.iter().map(|b| format!("{b:02x}")).collect();
+        let mut child = Command::new(&py)
+            .args(["-c", PY_ORDER, &listener.address().to_string(), &hex])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut conn = listener.accept().unwrap();
+        let first = conn.recv_pickle_value().unwrap();
+        let keys: Vec<_> = match &first {
+            mpconn::pickle::Value::Dict(pairs) => pairs.iter().map(|(k, _)| k.clone()).collect(),
+            other => panic!("python {version}: {other:?}"),
+        };
+        let names = ["zeta", "alpha", "mid"].map(|k| mpconn::pickle::Value::String(k.into()));
+        assert_eq!(keys, names, "python {version}");
+        conn.send_pickle_value(&first).unwrap();
+        for _ in 0..2 {
+            let value = conn.recv_pickle_value().unwrap();
+            conn.send_pickle_value(&value).unwrap();
+        }
+        assert!(child.wait().unwrap().success(), "python {version} failed");
+    }
+}

@@ -50,7 +50,7 @@ pub const COPIES_PER_BYTE: u64 = 16;
 pub const COPIES_FLOOR: u64 = 4096;
 
 /// Why [`scan`] refused a pickle.
-fn refused(what: String) -> CodecError {
+pub(super) fn refused(what: String) -> CodecError {
     CodecError::Decode(format!("pickle refused: {what}"))
 }
 
@@ -479,20 +479,21 @@ fn global_name(op: u8, r: &mut Reader<'_>) -> String {
     format!("it names the global {module}.{name}")
 }
 
-fn parse_line_index(line: &[u8]) -> Result<u64, CodecError> {
+pub(super) fn parse_line_index(line: &[u8]) -> Result<u64, CodecError> {
     std::str::from_utf8(line)
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| refused("bad memo index".into()))
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// The opcode reader, shared with the builder.
+pub(super) struct Reader<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: u64) -> Result<&'a [u8], CodecError> {
+    pub(super) fn take(&mut self, n: u64) -> Result<&'a [u8], CodecError> {
         let left = (self.bytes.len() - self.pos) as u64;
         if n > left {
             return Err(refused("truncated pickle".into()));
@@ -502,22 +503,22 @@ impl<'a> Reader<'a> {
         Ok(&self.bytes[start..self.pos])
     }
 
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(super) fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, CodecError> {
+    pub(super) fn u32(&mut self) -> Result<u32, CodecError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, CodecError> {
+    pub(super) fn u64(&mut self) -> Result<u64, CodecError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
 
-    fn line(&mut self) -> Result<&'a [u8], CodecError> {
+    pub(super) fn line(&mut self) -> Result<&'a [u8], CodecError> {
         let rest = &self.bytes[self.pos..];
         let end = rest
             .iter()

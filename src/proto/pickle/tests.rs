@@ -241,3 +241,81 @@ fn containers_built_from_marks_are_bounded_in_number() {
     let few = decode::<Vec<Vec<i32>>>(&empty_tuples(1000));
     assert!(few.is_ok(), "{few:?}");
 }
+
+fn text(s: &str) -> Value {
+    Value::String(s.into())
+}
+
+#[test]
+fn dynamic_dicts_keep_the_pickles_order_both_ways() {
+    // pickle.dumps({'zeta': 1, 'alpha': [2], 'mid': {'b': 3, 'a': 4}}, 4),
+    // frames and memo as Python writes them.
+    let python = b"\x80\x04\x951\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x04zeta\x94K\x01\x8c\x05alpha\x94]\x94K\x02a\x8c\x03mid\x94}\x94(\x8c\x01b\x94K\x03\x8c\x01a\x94K\x04uu.";
+    let value = decode_value(python).unwrap();
+    let inner = Value::Dict(vec![(text("b"), Value::I64(3)), (text("a"), Value::I64(4))]);
+    let expected = Value::Dict(vec![
+        (text("zeta"), Value::I64(1)),
+        (text("alpha"), Value::List(vec![Value::I64(2)])),
+        (text("mid"), inner.clone()),
+    ]);
+    assert_eq!(value, expected);
+    assert_eq!(value.get(&text("mid")), Some(&inner));
+    let mut out = Vec::new();
+    encode_value(&value, &mut out).unwrap();
+    assert_eq!(decode_value(&out).unwrap(), expected);
+}
+
+#[test]
+fn dynamic_values_of_every_kind_round_trip() {
+    let big = num_bigint::BigInt::from(-3) << 200u32;
+    let many: Vec<Value> = (0..2500).map(Value::I64).collect();
+    let pairs: Vec<(Value, Value)> = (0..2500)
+        .rev()
+        .map(|i| (Value::I64(i), Value::None))
+        .collect();
+    let value = Value::List(vec![
+        Value::None,
+        Value::Bool(true),
+        Value::Bool(false),
+        Value::I64(0),
+        Value::I64(255),
+        Value::I64(65_535),
+        Value::I64(-1),
+        Value::I64(i64::MIN),
+        Value::I64(i64::MAX),
+        Value::Int(big),
+        Value::F64(-0.5),
+        Value::Bytes(vec![0; 300]),
+        text("héllo"),
+        text(&"x".repeat(70_000)),
+        Value::Tuple(vec![]),
+        Value::Tuple(vec![Value::None; 3]),
+        Value::Tuple(vec![Value::None; 4]),
+        Value::Set(vec![Value::I64(3), Value::I64(1), Value::I64(2)]),
+        Value::FrozenSet(vec![text("b"), text("a")]),
+        Value::List(many),
+        Value::Dict(pairs),
+    ]);
+    let mut out = Vec::new();
+    encode_value(&value, &mut out).unwrap();
+    assert_eq!(decode_value(&out).unwrap(), value);
+}
+
+#[test]
+fn text_opcodes_of_protocol_0_decode() {
+    // pickle.dumps([1, 2**70, 1.5, 'é', b'x'], 0) from Python 3.12, minus the
+    // bytes (protocol 0 pickles them through a global).
+    let p0 = b"(lp0\nI1\naL1180591620717411303424L\naF1.5\naV\\u00e9\np1\naS'a\\nb'\np2\na.";
+    let value = decode_value(p0).unwrap();
+    let big: num_bigint::BigInt = num_bigint::BigInt::from(1) << 70u32;
+    let expected = Value::List(vec![
+        Value::I64(1),
+        Value::Int(big),
+        Value::F64(1.5),
+        text("é"),
+        Value::Bytes(b"a\nb".to_vec()),
+    ]);
+    assert_eq!(value, expected);
+    assert!(decode_value(b"K\x01.junk").is_err(), "bytes after STOP");
+    assert!(decode_value(b"(K\x01d.").is_err(), "a key without a value");
+}
