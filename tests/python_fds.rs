@@ -107,7 +107,7 @@ fn descriptors_pass_both_ways_with_python() {
         let listener: Listener = ListenerOptions::new()
             .allow_legacy_md5(is_legacy_python(&version))
             .accept_timeout(Some(Duration::from_secs(30)))
-            .bind(&Address::Unix(unique_path("pyfds")), KEY)
+            .bind(Address::Unix(unique_path("pyfds")), KEY)
             .unwrap();
         let mut child = Command::new(&py)
             .arg("-c")
