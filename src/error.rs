@@ -55,8 +55,46 @@ pub enum Error {
         /// The buffer's length.
         len: usize,
     },
+    /// Descriptors could not be sent or received (Unix sockets).
+    Descriptors(DescriptorError),
     /// An operating system error.
     Io(io::Error),
+}
+
+/// Why descriptors could not be sent or received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DescriptorError {
+    /// The next byte of the stream carries no descriptors: the peer sent a
+    /// message where descriptors were expected. Nothing was consumed; the
+    /// message can still be received.
+    NotPassed,
+    /// A message was half received when its receive timed out; receive the
+    /// rest of it first.
+    MessageUnderWay,
+    /// The byte that carried the descriptors announced another count
+    /// (modulo 256, as CPython sends it). The descriptors were closed.
+    CountMismatch {
+        /// The count the byte announced.
+        announced: u8,
+        /// The descriptors that arrived.
+        received: usize,
+    },
+    /// The operating system could not deliver every descriptor (this
+    /// process ran out of descriptors, or the peer sent more than one
+    /// message carries). The ones that arrived were closed, and the ones
+    /// that did not were closed by the kernel: nothing leaks.
+    Truncated,
+    /// A send of no descriptors, or of more than one message carries.
+    Count {
+        /// The descriptors the send was given.
+        count: usize,
+        /// The most one message carries (`MAX_FDS` on Unix).
+        max: usize,
+    },
+    /// This connection cannot carry descriptors: only a Unix-domain socket
+    /// can (not TCP, not a pipe).
+    Unsupported,
 }
 
 /// How the peer broke the framing rules.
@@ -173,7 +211,37 @@ impl fmt::Display for Error {
             Error::OffsetOutOfRange { offset, len } => {
                 write!(f, "offset {offset} is beyond the buffer's {len} bytes")
             }
+            Error::Descriptors(e) => write!(f, "descriptor passing: {e}"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for DescriptorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DescriptorError::NotPassed => {
+                f.write_str("the next message carries no descriptors (nothing was consumed)")
+            }
+            DescriptorError::MessageUnderWay => {
+                f.write_str("a message is half received; receive it before descriptors")
+            }
+            DescriptorError::CountMismatch {
+                announced,
+                received,
+            } => write!(
+                f,
+                "{received} descriptors arrived where {announced} (modulo 256) were announced; all were closed"
+            ),
+            DescriptorError::Truncated => f.write_str(
+                "the operating system cut the descriptors short (out of descriptors?); all were closed",
+            ),
+            DescriptorError::Count { count, max } => {
+                write!(f, "a message carries 1 to {max} descriptors, not {count}")
+            }
+            DescriptorError::Unsupported => {
+                f.write_str("descriptors travel only over a Unix-domain socket")
+            }
         }
     }
 }
@@ -274,6 +342,7 @@ impl std::error::Error for Error {
             Error::Codec(e) => Some(e),
             Error::Auth(e) => Some(e),
             Error::Address(e) => Some(e),
+            Error::Descriptors(e) => Some(e),
             _ => None,
         }
     }
@@ -283,6 +352,7 @@ impl std::error::Error for ProtocolError {}
 impl std::error::Error for CodecError {}
 impl std::error::Error for AuthError {}
 impl std::error::Error for AddressError {}
+impl std::error::Error for DescriptorError {}
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
@@ -326,6 +396,8 @@ impl From<Error> for io::Error {
             Error::Closed => io::ErrorKind::NotConnected,
             Error::Auth(_) => io::ErrorKind::PermissionDenied,
             Error::OffsetOutOfRange { .. } | Error::Address(_) => io::ErrorKind::InvalidInput,
+            Error::Descriptors(DescriptorError::Unsupported) => io::ErrorKind::Unsupported,
+            Error::Descriptors(DescriptorError::Count { .. }) => io::ErrorKind::InvalidInput,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)

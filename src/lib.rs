@@ -39,11 +39,15 @@ mod wait;
 
 pub use address::{Address, Family, ToAddress};
 pub use client::{Client, ClientOptions, DEFAULT_CONNECT_TIMEOUT};
+#[cfg(unix)]
+pub use connection::MAX_FDS;
 pub use connection::{
     Authenticated, Batch, CloseHandle, Connection, DEFAULT_MAX_MESSAGE, RecvHalf, SendHalf, Trust,
     Unverified,
 };
-pub use error::{AddressError, AuthError, CodecError, Error, ProtocolError, Result};
+pub use error::{
+    AddressError, AuthError, CodecError, DescriptorError, Error, ProtocolError, Result,
+};
 pub use handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use key::{AuthKey, MIN_KEY_LEN};
 pub use listener::{

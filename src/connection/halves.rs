@@ -291,6 +291,19 @@ impl RecvHalf<Authenticated> {
 /// A thread blocked in a receive or send on the connection wakes with
 /// [`Error::Closed`](crate::Error::Closed), and so does every later call. The handle keeps nothing
 /// alive: once the connection is dropped, closing is a no-op.
+///
+/// **Other holders**: on a socket, closing shuts the socket down
+/// (`shutdown(SHUT_RDWR)`, `SD_BOTH` on Windows), which is what wakes the
+/// blocked thread. The shutdown acts on the socket itself, not on this
+/// process's descriptor: a child process holding a copy of the same
+/// socket loses the connection too, and the peer sees end of stream at
+/// once. To let go of this process's copy only, drop the connection (or
+/// call [`Connection::close`]). On a Windows named pipe, closing cancels
+/// this process's I/O on the pipe and leaves other holders alone. A Unix
+/// pipe end (not a socket) has no shutdown:
+/// the handle marks the connection closed, so every later call fails with
+/// `Closed`, but a thread already blocked on a pipe end stays blocked until
+/// data or end of stream arrives.
 #[derive(Debug, Clone)]
 pub struct CloseHandle {
     endpoint: Weak<Endpoint>,

@@ -256,4 +256,19 @@ impl Receiver {
     pub(crate) fn shrink(&mut self) {
         self.reader.release_if_idle();
     }
+
+    /// The byte that carries descriptors, and them.
+    #[cfg(unix)]
+    pub(crate) fn recv_passed(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<(u8, crate::sys::Passed)> {
+        self.reader.read_passed(&*self.endpoint, deadline)
+    }
+
+    /// What the reader holds unread, for another owner of the stream.
+    #[cfg(unix)]
+    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+        self.reader.take_unread()
+    }
 }

@@ -16,11 +16,15 @@ use crate::sys;
 use crate::transport::{Endpoint, MessageReader};
 
 mod batch;
+#[cfg(unix)]
+mod fds;
 mod halves;
 mod io;
 mod upgrade;
 
 pub use batch::Batch;
+#[cfg(unix)]
+pub use fds::MAX_FDS;
 pub use halves::{CloseHandle, RecvHalf, SendHalf};
 pub(crate) use io::{Receiver, Sender};
 
@@ -319,14 +323,19 @@ impl<T: Trust> Connection<T> {
         Connection { tx, rx }
     }
 
-    /// Closes the connection. Dropping it does the same; `close` exists to
-    /// make the intent visible, like Python's `Connection.close()`.
+    /// Closes this process's descriptor of the connection, as CPython's
+    /// `Connection.close()` does; dropping it does the same, and `close`
+    /// exists to make the intent visible. Another process holding a copy
+    /// of the descriptor (a child it was passed to) keeps the connection
+    /// working, and the peer sees end of stream once the last copy is
+    /// closed. To wake a thread of this process blocked on the connection,
+    /// use a [`CloseHandle`], which ends the connection for every holder.
     ///
     /// # Errors
-    /// None today: closing a socket cannot fail in a way a caller could act
-    /// on. The `Result` leaves room for transports that flush on close.
+    /// None today: closing a descriptor cannot fail in a way a caller could
+    /// act on. The `Result` leaves room for transports that flush on close.
     pub fn close(self) -> Result<()> {
-        self.endpoint().close();
+        drop(self);
         Ok(())
     }
 

@@ -1,9 +1,16 @@
-//! Unix: every transport is a socket descriptor.
+//! Unix: a transport is a socket descriptor, or any other descriptor that
+//! moves bytes (a pipe end, a FIFO), read and written with plain calls.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
+
+mod fds;
+mod plain;
+
+pub use fds::{MAX_FDS, Passed};
 
 use socket2::{Domain, Socket, Type};
 
@@ -27,24 +34,46 @@ pub const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 )))]
 pub const SEND_FLAGS: libc::c_int = 0;
 
-/// A connected stream socket (Unix domain or TCP).
+/// A connected stream: a socket (Unix domain or TCP), or any other
+/// descriptor that reads and writes bytes (a pipe end, a FIFO).
 #[derive(Debug)]
-pub struct Stream(Socket);
+pub struct Stream {
+    fd: Socket,
+    kind: Kind,
+}
+
+/// What kind of descriptor a stream is, which decides the calls it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A Unix-domain socket: reads can carry descriptors.
+    Unix,
+    /// Another socket (TCP).
+    Net,
+    /// Not a socket: `read` and `writev`.
+    Plain,
+}
 
 impl Stream {
     /// A connected pair of Unix stream sockets, both close-on-exec.
     pub fn pair() -> io::Result<(Stream, Stream)> {
         let (a, b) = Socket::pair(Domain::UNIX, Type::STREAM, None)?;
-        let (a, b) = (Stream::from_socket(a)?, Stream::from_socket(b)?);
-        Ok((a, b))
+        Ok((
+            Stream::socket_of(a, Kind::Unix)?,
+            Stream::socket_of(b, Kind::Unix)?,
+        ))
     }
 
     /// Wraps a connected socket, turning off SIGPIPE where the platform
     /// needs a socket option for that.
     pub fn from_socket(socket: Socket) -> io::Result<Stream> {
+        let kind = socket_kind(&socket);
+        Stream::socket_of(socket, kind)
+    }
+
+    fn socket_of(socket: Socket, kind: Kind) -> io::Result<Stream> {
         #[cfg(any(target_os = "macos", target_os = "ios"))]
         socket.set_nosigpipe(true)?;
-        Ok(Stream(socket))
+        Ok(Stream { fd: socket, kind })
     }
 
     /// A one-way pair, `(reader, writer)`: a socketpair with the other
@@ -56,60 +85,131 @@ impl Stream {
         Ok((r, w))
     }
 
-    /// Adopts a descriptor that must be a connected stream socket.
+    /// Adopts a descriptor: a connected stream socket, or any other
+    /// descriptor that reads and writes bytes (a pipe end, a FIFO).
     pub fn from_fd(fd: OwnedFd) -> Stream {
-        Stream(Socket::from(fd))
+        let fd = Socket::from(fd);
+        let kind = if is_socket(fd.as_raw_fd()) {
+            socket_kind(&fd)
+        } else {
+            Kind::Plain
+        };
+        #[cfg(any(target_os = "macos", target_os = "ios"))]
+        if kind != Kind::Plain {
+            let _ = fd.set_nosigpipe(true);
+        }
+        Stream { fd, kind }
     }
 
-    /// The underlying socket.
+    /// The underlying descriptor, as a socket (whose socket calls fail on a
+    /// descriptor that is not one).
     pub fn socket(&self) -> &Socket {
-        &self.0
+        &self.fd
     }
 
-    /// One `recv` into `buf`.
+    /// Whether descriptors can travel over this stream (a Unix socket).
+    pub fn passes_fds(&self) -> bool {
+        self.kind == Kind::Unix
+    }
+
+    /// One `recv` (or `read`) into `buf`.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(&mut &self.0, buf)
+        match self.kind {
+            Kind::Plain => {
+                // SAFETY: an initialised byte slice is a valid MaybeUninit one.
+                let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+                plain::read(self.fd.as_raw_fd(), buf)
+            }
+            _ => io::Read::read(&mut &self.fd, buf),
+        }
     }
 
-    /// One `recv` of at most `max` bytes into the spare capacity of `v`,
+    /// One read of at most `max` bytes into the spare capacity of `v`,
     /// which the caller has reserved; the bytes read are appended to `v`.
     pub fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.read_spare_with(v, max, |s, spare| match s.kind {
+            Kind::Plain => plain::read(s.fd.as_raw_fd(), spare),
+            _ => s.fd.recv(spare),
+        })
+    }
+
+    /// As [`read_spare`](Self::read_spare), and on a Unix socket any
+    /// descriptors that arrive with the last byte read go to `passed`.
+    pub fn read_spare_passing(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        passed: &mut Option<Passed>,
+    ) -> io::Result<usize> {
+        if self.kind != Kind::Unix {
+            return self.read_spare(v, max);
+        }
+        self.read_spare_with(v, max, |s, spare| {
+            fds::recv(s.fd.as_raw_fd(), spare, passed)
+        })
+    }
+
+    fn read_spare_with(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        read: impl FnOnce(&Self, &mut [MaybeUninit<u8>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let spare = v.spare_capacity_mut();
         let take = spare.len().min(max);
-        let n = self.0.recv(&mut spare[..take])?;
-        let len = v.len() + n;
-        // SAFETY: recv wrote and so initialised the first n bytes of the spare
-        // capacity (socket2's contract for `recv` on MaybeUninit buffers), and
-        // n <= take <= spare capacity, so len <= capacity.
+        let n = read(self, &mut spare[..take])?;
+        let len = v.len() + n.min(take);
+        // SAFETY: the read wrote and so initialised the first n bytes of the
+        // spare capacity (recv, recvmsg and read all write what they
+        // report), and n <= take <= spare capacity, so len <= capacity.
         unsafe { v.set_len(len) };
         Ok(n)
     }
 
-    /// One vectored send that never raises SIGPIPE.
+    /// One vectored write that never raises SIGPIPE.
     pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.send_vectored_with_flags(bufs, SEND_FLAGS)
+        match self.kind {
+            Kind::Plain => plain::write_vectored(self.fd.as_raw_fd(), bufs, usize::MAX),
+            _ => self.fd.send_vectored_with_flags(bufs, SEND_FLAGS),
+        }
+    }
+
+    /// Sends one byte carrying `fds` (a Unix socket only); `nonblocking`
+    /// returns `WouldBlock` instead of waiting for room.
+    pub fn send_fds(
+        &self,
+        byte: u8,
+        fds: &[BorrowedFd<'_>],
+        nonblocking: bool,
+    ) -> io::Result<usize> {
+        if self.kind != Kind::Unix {
+            return Err(not_unix_socket());
+        }
+        fds::send(self.fd.as_raw_fd(), byte, fds, nonblocking)
     }
 
     /// Waits until the socket is ready for `interest` or `deadline` passes.
     /// Returns `false` on timeout. Error and hang-up conditions count as
     /// ready: the next read or write reports them.
     pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
-        wait_fd(self.0.as_fd(), interest, deadline)
+        wait_fd(self.fd.as_fd(), interest, deadline)
     }
 
     /// Asks TCP to acknowledge the next segments at once rather than
-    /// delaying the ACK (Linux; a no-op elsewhere and on other sockets).
+    /// delaying the ACK (Linux; a no-op elsewhere and on other streams).
     pub fn quick_ack(&self) {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            // Fails harmlessly (ENOPROTOOPT) on Unix-domain sockets.
-            let _ = self.0.set_tcp_quickack(true);
+        if self.kind == Kind::Net {
+            let _ = self.fd.set_tcp_quickack(true);
         }
     }
 
     /// The peer's address, when the socket has one.
     pub fn peer_addr(&self) -> Option<socket2::SockAddr> {
-        self.0.peer_addr().ok()
+        match self.kind {
+            Kind::Plain => None,
+            _ => self.fd.peer_addr().ok(),
+        }
     }
 
     /// A socket keeps no message of its own once read.
@@ -117,21 +217,67 @@ impl Stream {
         false
     }
 
-    /// Shuts down one or both directions.
+    /// Shuts down one or both directions of a socket. A descriptor that is
+    /// not a socket has no shutdown: `Unsupported`.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.0.shutdown(how)
+        match self.kind {
+            Kind::Plain => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only a socket can be shut down",
+            )),
+            _ => self.fd.shutdown(how),
+        }
     }
 
     /// Switches between blocking and non-blocking mode.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        set_nonblocking(&self.0, nonblocking)
+        set_nonblocking(&self.fd, nonblocking)
     }
 
-    /// One vectored send that never blocks (`MSG_DONTWAIT`) and never
-    /// raises SIGPIPE; `WouldBlock` when the socket buffer is full.
+    /// One vectored write that never blocks and never raises SIGPIPE;
+    /// `WouldBlock` when there is no room. On a socket, `MSG_DONTWAIT`; on
+    /// a pipe, whose descriptor other processes may share and whose
+    /// blocking mode is theirs too, a `poll` for room and then a write of at
+    /// most `PIPE_BUF` bytes, which that room always takes.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0
-            .send_vectored_with_flags(bufs, SEND_FLAGS | libc::MSG_DONTWAIT)
+        match self.kind {
+            Kind::Plain => {
+                if !plain::writable_now(self.fd.as_raw_fd())? {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                plain::write_vectored(self.fd.as_raw_fd(), bufs, plain::PIPE_BUF)
+            }
+            _ => self
+                .fd
+                .send_vectored_with_flags(bufs, SEND_FLAGS | libc::MSG_DONTWAIT),
+        }
+    }
+}
+
+fn not_unix_socket() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "descriptors travel only over a Unix-domain socket",
+    )
+}
+
+/// Whether `fd` is a socket (`fstat`); `false` if it cannot be told.
+fn is_socket(fd: RawFd) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is valid for writes of one stat; fd is open (owned by the caller).
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return true; // Let the socket calls report what is wrong.
+    }
+    // SAFETY: fstat succeeded and filled st.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
+/// A socket's kind, from its local address's family.
+fn socket_kind(socket: &Socket) -> Kind {
+    match socket.local_addr() {
+        Ok(addr) if addr.family() == libc::AF_UNIX as libc::sa_family_t => Kind::Unix,
+        _ => Kind::Net,
     }
 }
 
@@ -174,19 +320,19 @@ pub fn connect_nonblocking(
 
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        self.fd.as_fd()
     }
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        self.fd.as_raw_fd()
     }
 }
 
 impl From<Stream> for OwnedFd {
     fn from(s: Stream) -> OwnedFd {
-        s.0.into()
+        s.fd.into()
     }
 }
 

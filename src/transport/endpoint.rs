@@ -33,6 +33,9 @@ impl Endpoint {
 
     /// Marks the endpoint closed and shuts the socket down, which wakes any
     /// thread blocked on it; their calls then fail with `Error::Closed`.
+    /// The shutdown acts on the socket itself, so it ends the connection
+    /// for every process holding a copy of the descriptor too. A stream
+    /// that is not a socket (a pipe end) has no shutdown: it is only marked.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // ENOTCONN only means the peer is gone already.
@@ -46,6 +49,14 @@ impl ByteStream for Endpoint {
     }
     fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         self.stream.read_spare(v, max)
+    }
+    fn read_spare_passing(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        passed: &mut Option<sys::Passed>,
+    ) -> io::Result<usize> {
+        self.stream.read_spare_passing(v, max, passed)
     }
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.stream.write_vectored(bufs)

@@ -103,6 +103,26 @@ impl MessageReader {
         }
     }
 
+    /// Receives the byte that carries descriptors, and them (Unix: only
+    /// byte streams exist there).
+    #[cfg(unix)]
+    pub(crate) fn read_passed<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<(u8, crate::sys::Passed)> {
+        let MessageReader::Frames(r) = self;
+        r.read_passed(stream, deadline)
+    }
+
+    /// Everything read and not yet received, as the stream carried it, for
+    /// another owner of the stream (Unix).
+    #[cfg(unix)]
+    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+        let MessageReader::Frames(r) = self;
+        r.take_unread()
+    }
+
     /// Frees the read buffer when nothing is left in it.
     pub(crate) fn release_if_idle(&mut self) {
         match self {

@@ -42,6 +42,17 @@ pub(crate) trait ByteStream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// One read of at most `max` bytes appended to `v`'s reserved capacity.
     fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+    /// As `read_spare`, and descriptors that arrive with the last byte read
+    /// (a Unix socket only) go to `passed`.
+    fn read_spare_passing(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        passed: &mut Option<sys::Passed>,
+    ) -> io::Result<usize> {
+        let _ = passed;
+        self.read_spare(v, max)
+    }
     /// One vectored write.
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// One vectored write that never blocks: `WouldBlock` instead.
@@ -71,6 +82,14 @@ impl ByteStream for sys::Stream {
     }
     fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         sys::Stream::read_spare(self, v, max)
+    }
+    fn read_spare_passing(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        passed: &mut Option<sys::Passed>,
+    ) -> io::Result<usize> {
+        sys::Stream::read_spare_passing(self, v, max, passed)
     }
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         sys::Stream::write_vectored(self, bufs)

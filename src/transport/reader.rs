@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::{ByteStream, retry};
 use crate::error::{Error, ProtocolError, Result};
 use crate::proto::frame;
-use crate::sys::Interest;
+use crate::sys::{self, Interest};
 
 /// The largest read buffer, and the payload size from which reads bypass it.
 pub(crate) const READ_BUF: usize = 64 * 1024;
@@ -45,6 +45,10 @@ pub(crate) struct FrameReader {
     target: usize,
     /// Small reads in a row, towards shrinking the buffer.
     quiet: u32,
+    /// Descriptors that came with the byte at `buf[.0]` (a Unix socket's
+    /// `send_fds`), until that byte is taken by `read_passed` or consumed
+    /// as part of a message, which closes them at the next fill.
+    passed: Option<Box<(usize, sys::Passed)>>,
 }
 
 impl FrameReader {
@@ -57,7 +61,38 @@ impl FrameReader {
             max_message,
             target: READ_MIN,
             quiet: 0,
+            passed: None,
         }
+    }
+
+    /// A reader whose stream begins with `unread`: bytes another reader
+    /// took from the same stream and did not consume (see `take_unread`).
+    #[cfg(unix)]
+    pub(crate) fn with_unread(unread: Vec<u8>, max_message: u64) -> Self {
+        FrameReader {
+            buf: unread,
+            ..FrameReader::new(max_message)
+        }
+    }
+
+    /// Everything read from the stream and not yet received, as the bytes
+    /// the stream carried (a message half received gets its header back),
+    /// leaving this reader empty: to hand the stream to another owner.
+    /// Descriptors that came with an unread byte are closed.
+    #[cfg(unix)]
+    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(p) = self.partial.take() {
+            let mut header = [0; frame::MAX_HEADER];
+            let n = frame::encode_header(p.len as u64, &mut header);
+            out.extend_from_slice(&header[frame::MAX_HEADER - n..]);
+            out.extend_from_slice(&p.data);
+        }
+        out.extend_from_slice(&self.buf[self.pos..]);
+        self.buf = Vec::new();
+        self.pos = 0;
+        self.passed = None;
+        out
     }
 
     pub(crate) fn set_max_message(&mut self, max: u64) {
@@ -276,6 +311,11 @@ impl FrameReader {
         stream: &S,
         deadline: Option<Instant>,
     ) -> Result<usize> {
+        // Descriptors whose byte a message consumed belong to no one: close
+        // them. Ones still ahead move with their byte.
+        if self.passed.as_ref().is_some_and(|p| p.0 < self.pos) {
+            self.passed = None;
+        }
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -286,6 +326,9 @@ impl FrameReader {
             }
         } else if self.pos > 0 && self.buf.capacity() - self.buf.len() < self.target / 4 {
             self.buf.drain(..self.pos);
+            if let Some(p) = self.passed.as_mut() {
+                p.0 -= self.pos;
+            }
             self.pos = 0;
         }
         if self.buf.capacity() < self.target {
@@ -293,9 +336,17 @@ impl FrameReader {
         }
         let room = self.buf.capacity() - self.buf.len();
         let buf = &mut self.buf;
+        let mut passed = None;
         let n = retry(stream, Interest::Readable, deadline, |s| {
-            s.read_spare(buf, usize::MAX)
+            s.read_spare_passing(buf, usize::MAX, &mut passed)
         })?;
+        if let Some(p) = passed {
+            // The kernel ends a read right after the byte that carries
+            // descriptors. One set waits at a time: an older one is behind
+            // a byte that a message header is about to consume anyway
+            // (only an empty buffer is filled for `read_passed`).
+            self.passed = (n > 0).then(|| Box::new((self.buf.len() - 1, p)));
+        }
         if n == room {
             // The stream had more than the buffer held: grow for the next read.
             self.target = (self.target * 2).min(READ_BUF);
@@ -316,10 +367,45 @@ impl FrameReader {
         }
     }
 
+    /// Receives the next byte of the stream with the descriptors it
+    /// carries (sent by `send_fds`, or CPython's `sendfds`): the byte and
+    /// the descriptors, or [`DescriptorError::NotPassed`] when the next byte
+    /// carries none (it is left for a message then; nothing is consumed).
+    #[cfg(unix)]
+    pub(crate) fn read_passed<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<(u8, sys::Passed)> {
+        if self.broken {
+            return Err(Error::Protocol(ProtocolError::Desynchronized));
+        }
+        if self.partial.is_some() {
+            return Err(Error::Descriptors(
+                crate::error::DescriptorError::MessageUnderWay,
+            ));
+        }
+        if self.pos == self.buf.len() && self.fill(stream, deadline)? == 0 {
+            return Err(Error::Eof);
+        }
+        let at = self.pos;
+        match self.passed.take() {
+            Some(p) if p.0 == at => {
+                self.pos += 1;
+                Ok((self.buf[at], p.1))
+            }
+            other => {
+                self.passed = other;
+                Err(Error::Descriptors(crate::error::DescriptorError::NotPassed))
+            }
+        }
+    }
+
     /// Frees the read buffer when nothing is left in it, so that an idle
     /// connection holds no buffer memory.
     pub(crate) fn release_if_idle(&mut self) {
         if self.pos == self.buf.len() {
+            self.passed = None;
             self.buf = Vec::new();
             self.pos = 0;
             self.target = READ_MIN;

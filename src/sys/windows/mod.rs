@@ -31,6 +31,11 @@ mod pipe;
 
 pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
 
+/// Descriptors passed with a read: Unix only, so none here (the type has no
+/// values, and the transport's slot for them stays empty).
+#[derive(Debug)]
+pub enum Passed {}
+
 /// A connected stream: a TCP socket or one end of a named pipe.
 #[derive(Debug)]
 pub enum Stream {
@@ -85,6 +90,17 @@ impl Stream {
             Stream::Socket(s) => io::Read::read(&mut &*s, buf),
             Stream::Pipe(_) => Err(not_bytes()),
         }
+    }
+
+    /// As `read_spare`: descriptors travel only over Unix sockets, so
+    /// nothing ever arrives in `passed` here.
+    pub fn read_spare_passing(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        _passed: &mut Option<Passed>,
+    ) -> io::Result<usize> {
+        self.read_spare(v, max)
     }
 
     /// One read of at most `max` bytes appended to `v`.
