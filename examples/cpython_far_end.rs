@@ -54,7 +54,7 @@ fn main() {
 #[cfg(unix)]
 mod far_end {
     use std::io::{BufRead, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
     use std::time::Duration;
 
     use mpconn::{Connection, Error, ListenerOptions, Unverified};
@@ -377,28 +377,70 @@ mod far_end {
             .map_err(fail)
     }
 
-    /// `_writefd`: receives a descriptor and writes the data to it.
+    /// `_writefd`: receives a descriptor and writes the data to it. With
+    /// `--fill-low-fds`, every free descriptor number below 256 is taken
+    /// first (by copies of the connection), so that the received one is
+    /// numbered above 256 (CPython's issue #11657).
     fn recv_fd_write(args: &Args) -> Outcome {
-        let _conn = args.connection()?;
-        let _data = unhex(args.one("--data")?)?;
-        let _fill = args.flag("--fill-low-fds");
-        Err(no_fd_passing())
+        let mut conn = args.connection()?.dangerous_trust_without_authentication();
+        let data = unhex(args.one("--data")?)?;
+        let mut fillers = Vec::new();
+        if args.flag("--fill-low-fds") {
+            for n in 0..256 {
+                // SAFETY: fcntl(F_GETFD) only asks whether `n` is open.
+                if unsafe { libc::fcntl(n, libc::F_GETFD) } == -1 {
+                    // SAFETY: dup2 onto a number nobody holds.
+                    let fd = unsafe { libc::dup2(conn.as_raw_fd(), n) };
+                    if fd == n {
+                        // SAFETY: `fd` was just made, and only this owns it.
+                        fillers.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+        }
+        let fds = conn.recv_fds()?;
+        let [fd] = <[OwnedFd; 1]>::try_from(fds)
+            .map_err(|fds| fail(format!("received {} descriptors, expected 1", fds.len())))?;
+        if args.flag("--fill-low-fds") && fd.as_raw_fd() < 256 {
+            return Err(fail(format!(
+                "received descriptor {}, below 256",
+                fd.as_raw_fd()
+            )));
+        }
+        drop(fillers);
+        std::fs::File::from(fd).write_all(&data).map_err(fail)?;
+        Ok(())
     }
 
     /// The reverse of `test_fd_transfer`: this side sends the descriptor.
     fn send_fd(args: &Args) -> Outcome {
-        let _conn = args.connection()?;
-        let _path = args.one("--path")?;
-        Err(no_fd_passing())
+        let mut conn = args.connection()?.dangerous_trust_without_authentication();
+        let file = std::fs::File::create(args.one("--path")?).map_err(fail)?;
+        conn.send_fds(&[file.as_fd()])?;
+        // The descriptor in flight stays valid after this side closes it,
+        // but wait for the peer to be done, as a CPython sender would.
+        let _ = conn.recv_bytes_timeout(PATIENCE);
+        Ok(())
     }
 
-    /// `_send_data_without_fd`, both ways.
+    /// `_send_data_without_fd`, both ways: first the Python side writes
+    /// the count byte with no descriptor, and receiving descriptors must
+    /// fail; then this side writes one raw byte, as CPython's child does
+    /// with `os.write(conn.fileno(), b"\0")`, for Python's `recv_handle`.
     fn missing_fd(args: &Args) -> Outcome {
-        let _conn = args.connection()?;
-        Err(no_fd_passing())
-    }
-
-    fn no_fd_passing() -> Failure {
-        Failure(4, "this mpconn cannot pass descriptors yet".into())
+        let mut conn = args.connection()?.dangerous_trust_without_authentication();
+        match conn.recv_fds() {
+            Err(e) => eprintln!("recv_fds failed, as it should: {e}"),
+            Ok(fds) => {
+                return Err(fail(format!(
+                    "recv_fds accepted a message without descriptors: {} received",
+                    fds.len()
+                )));
+            }
+        }
+        let raw = conn.as_fd().try_clone_to_owned().map_err(fail)?;
+        std::fs::File::from(raw).write_all(b"\0").map_err(fail)?;
+        let _ = conn.recv_bytes_timeout(PATIENCE);
+        Ok(())
     }
 }

@@ -39,27 +39,16 @@ SENTINEL = b""  # CPython's: the echo child stops at an empty message
 # The tests that fail because of a difference being fixed in mpconn, with
 # the versions they fail on and why. See the README's CPython section.
 ALWAYS = lambda: True  # noqa: E731
-NON_SOCKET = "(1) mpconn fails on a descriptor that is not a socket (os.pipe ends): ENOTSOCK"
-CLOSE = "(2) mpconn's close() shuts the socket down for every process holding it"
 LEGACY_HANDSHAKE = (
     "(3, 4) an adopted descriptor cannot allow legacy HMAC-MD5, which Python 3.8-3.11 speaks; "
     "the refusal reaches Python as EOFError/BrokenPipeError, not AuthenticationError"
 )
 SLOW_LISTENER = "(5) mpconn's client gives up on a listener that accepts more than 5 s late"
-FD_PASSING = "(7) mpconn cannot send or receive descriptors yet"
 KNOWN_DIFFERENCES = {
-    "TestConnection.test_duplex_false": (ALWAYS, NON_SOCKET),
-    "TestWait.test_wait": (ALWAYS, NON_SOCKET),
-    "TestWait.test_wait_slow": (ALWAYS, NON_SOCKET),
-    "TestConnection.test_close_in_child_keeps_parent_copy": (ALWAYS, CLOSE),
     "OtherTest.test_deliver_challenge_auth_failure": (lambda: LEGACY, LEGACY_HANDSHAKE),
     "ChallengeResponseTest.test_challengeresponse_python_delivers_first": (lambda: LEGACY, LEGACY_HANDSHAKE),
     "ChallengeResponseTest.test_challengeresponse_mpconn_delivers_first": (lambda: LEGACY, LEGACY_HANDSHAKE),
     "TestListenerClient.test_slow_accept": (ALWAYS, SLOW_LISTENER),
-    "TestConnection.test_fd_transfer": (ALWAYS, FD_PASSING),
-    "TestConnection.test_large_fd_transfer": (ALWAYS, FD_PASSING),
-    "TestConnection.test_fd_transfer_from_mpconn": (ALWAYS, FD_PASSING),
-    "TestConnection.test_missing_fd_transfer": (ALWAYS, FD_PASSING),
 }
 
 
@@ -310,6 +299,7 @@ class TestConnection(FarEndTestCase):
             fd = reduction.recv_handle(conn)
             os.write(fd, b"foo")
             os.close(fd)
+            conn.close()
             self.finish(p)
             with open(path, "rb") as f:
                 self.assertEqual(f.read(), b"foo")
@@ -321,6 +311,7 @@ class TestConnection(FarEndTestCase):
         p = self.far_with("missing-fd", child_conn)
         os.write(conn.fileno(), b"\0")
         self.assertRaises(RuntimeError, reduction.recv_handle, conn)
+        conn.close()
         self.finish(p)
 
     def test_context(self):
