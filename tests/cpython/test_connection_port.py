@@ -19,6 +19,7 @@ the run red until the entry is removed (an "unexpected success").
 """
 
 import array
+import inspect
 import os
 import signal
 import subprocess
@@ -379,7 +380,6 @@ class TestListener(FarEndTestCase):
     def test_empty_authkey(self):
         # bpo-43952: an empty key is a key. mpconn needs allow_short_key.
         key = b""
-        import inspect
         if "self._authkey is not None" in inspect.getsource(Listener.accept):
             with Listener(authkey=key) as l:
                 p = self.far("client", rust_address(l.address), *key_args(key), "--send", to_hex(pickled(1729)))
@@ -387,8 +387,9 @@ class TestListener(FarEndTestCase):
                     self.assertEqual(d.recv(), 1729)
                 self.finish(p)
             self.assertRaises(OSError, l.accept)
-        # This Python's Listener skips the handshake for b'' (fixed in
-        # 3.12.3); its Client does not, so mpconn's listener is tested always.
+        # Before the fix, Python's Listener skips the handshake for b''
+        # (so it meets no mpconn client here); its Client does not, so
+        # mpconn's listener is tested with every version.
         p = self.far("serve", "127.0.0.1:0", *key_args(key), "--expect", to_hex(pickled(1729)))
         with Client(python_address(self.ready(p)), authkey=key) as c:
             c.send(1729)
