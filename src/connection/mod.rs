@@ -16,7 +16,10 @@ use crate::sys;
 use crate::transport::{Endpoint, MessageReader};
 
 mod batch;
+mod credentials;
 mod halves;
+#[cfg(windows)]
+mod handles;
 mod io;
 mod upgrade;
 

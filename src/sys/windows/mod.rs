@@ -27,8 +27,10 @@ use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, SetEvent};
 
 use super::Interest;
 
+mod peer;
 mod pipe;
 
+pub use peer::{PEER_UIDS, adopt_handle, duplicate_into, peer_credentials};
 pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
 
 /// A connected stream: a TCP socket or one end of a named pipe.
