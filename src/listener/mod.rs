@@ -56,8 +56,11 @@ pub const DEFAULT_MAX_PENDING: usize = 256;
 pub struct HandshakeFailure {
     /// Where the client connected from, when its socket has an address.
     pub peer: Option<Address>,
-    /// What went wrong: [`Error::Auth`] for the handshake itself,
-    /// [`Error::Io`] when the accepted socket could not be set up.
+    /// What went wrong: [`Error::Auth`] for the handshake itself (and
+    /// [`AuthError::PeerRefused`](crate::AuthError::PeerRefused) for a
+    /// client that [`ListenerOptions::peer_user`] refused before it),
+    /// [`Error::Io`] when the accepted socket could not be set up or its
+    /// peer's credentials could not be read.
     pub error: Error,
 }
 

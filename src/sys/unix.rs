@@ -363,6 +363,12 @@ fn no_credentials(why: &str) -> io::Error {
 
 /// A pid the kernel reports; 0 means it could not name the process (a
 /// peer in another pid namespace, say).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios"
+))]
 fn known_pid(pid: libc::pid_t) -> Option<u32> {
     u32::try_from(pid).ok().filter(|&pid| pid != 0)
 }
