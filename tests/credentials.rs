@@ -313,6 +313,38 @@ mod other_user {
     }
 
     #[test]
+    fn a_listener_without_a_handshake_refuses_other_users_too() {
+        const TEST: &str = "other_user::a_listener_without_a_handshake_refuses_other_users_too";
+        if child_role().as_deref() == Some("nobody-raw") {
+            // As nobody: admitted, the connection would stay open (this
+            // listener sends nothing) until the parent gave up on it.
+            let name = std::env::var("MPCONN_TEST_ABSTRACT").unwrap();
+            let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let mut s = UnixStream::connect_addr(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got)
+                .expect("end of stream, not a timeout");
+            assert!(got.is_empty());
+            return;
+        }
+        if !can_switch_users(TEST) {
+            return;
+        }
+        let _w = watchdog(60);
+        let name = abstract_name("refuse-unverified");
+        let (opts, seen) = refusals(ListenerOptions::new().peer_user(PeerUser::Same));
+        let listener = opts.bind_unauthenticated(format!("unix:@{name}")).unwrap();
+        let mut child = spawn_as_nobody(TEST, "nobody-raw", &name);
+        let status = serve_until_exit(&listener, &mut child);
+        assert!(status.success(), "the nobody child failed: {status}");
+        let creds = refused_credentials(&seen.lock().unwrap());
+        assert_eq!(creds.uid(), Some(NOBODY), "{creds}");
+        let stats = listener.stats();
+        assert_eq!((stats.accepted, stats.refused_peers), (0, 1), "{stats:?}");
+    }
+
+    #[test]
     fn a_uid_list_admits_its_users_and_refuses_the_rest() {
         const TEST: &str = "other_user::a_uid_list_admits_its_users_and_refuses_the_rest";
         if child_role().as_deref() == Some("nobody-client") {
