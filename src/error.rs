@@ -163,6 +163,9 @@ pub enum AuthError {
     KeyTooShort(usize),
     /// The operating system's random source failed.
     Random,
+    /// The listener's [`PeerUser`](crate::PeerUser) policy refused the
+    /// peer, by the credentials shown, before any handshake work.
+    PeerRefused(crate::PeerCredentials),
 }
 
 /// Why an address could not be parsed or used.
@@ -309,6 +312,10 @@ impl fmt::Display for AuthError {
                 "key of {n} bytes is shorter than 16; use allow_short_key(true) to accept it"
             ),
             AuthError::Random => f.write_str("the operating system's random source failed"),
+            AuthError::PeerRefused(creds) => write!(
+                f,
+                "the peer ({creds}) is not a user this listener admits; refused before the handshake"
+            ),
         }
     }
 }

@@ -13,6 +13,8 @@ mod client;
 #[forbid(unsafe_code)]
 mod connection;
 #[forbid(unsafe_code)]
+mod credentials;
+#[forbid(unsafe_code)]
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -45,6 +47,7 @@ pub use connection::{
     Authenticated, Batch, CloseHandle, Connection, DEFAULT_MAX_MESSAGE, RecvHalf, SendHalf, Trust,
     Unverified,
 };
+pub use credentials::{PeerCredentials, PeerUser};
 pub use error::{
     AddressError, AuthError, CodecError, DescriptorError, Error, ProtocolError, Result,
 };

@@ -16,9 +16,12 @@ use crate::sys;
 use crate::transport::{Endpoint, MessageReader};
 
 mod batch;
+mod credentials;
 #[cfg(unix)]
 mod fds;
 mod halves;
+#[cfg(windows)]
+mod handles;
 mod io;
 mod upgrade;
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::address::{Address, ToAddress};
 use crate::connection::{Authenticated, Connection, DEFAULT_MAX_MESSAGE, Trust, Unverified};
+use crate::credentials::PeerUser;
 use crate::error::{Error, Result};
 use crate::handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, HandshakeOptions, Proof};
 use crate::key::AuthKey;
@@ -55,8 +56,11 @@ pub const DEFAULT_MAX_PENDING: usize = 256;
 pub struct HandshakeFailure {
     /// Where the client connected from, when its socket has an address.
     pub peer: Option<Address>,
-    /// What went wrong: [`Error::Auth`] for the handshake itself,
-    /// [`Error::Io`] when the accepted socket could not be set up.
+    /// What went wrong: [`Error::Auth`] for the handshake itself (and
+    /// [`AuthError::PeerRefused`](crate::AuthError::PeerRefused) for a
+    /// client that [`ListenerOptions::peer_user`] refused before it),
+    /// [`Error::Io`] when the accepted socket could not be set up or its
+    /// peer's credentials could not be read.
     pub error: Error,
 }
 
@@ -71,6 +75,11 @@ pub struct ListenerStats {
     /// Of the failed handshakes, those ended early to make room for a new
     /// client while the pending set was full (see SECURITY.md).
     pub evicted_handshakes: u64,
+    /// Of the failed handshakes, clients refused by
+    /// [`ListenerOptions::peer_user`] before any handshake work: their
+    /// credentials named a user the listener does not admit, or could not
+    /// be read.
+    pub refused_peers: u64,
 }
 
 type FailureHook = Arc<dyn Fn(&HandshakeFailure) + Send + Sync>;
@@ -95,6 +104,7 @@ pub struct ListenerOptions {
     reclaim_stale_socket: bool,
     on_failure: Option<FailureHook>,
     codec: Codec,
+    peer_user: PeerUser,
 }
 
 impl fmt::Debug for ListenerOptions {
@@ -108,6 +118,7 @@ impl fmt::Debug for ListenerOptions {
             .field("reclaim_stale_socket", &self.reclaim_stale_socket)
             .field("on_failure", &self.on_failure.is_some())
             .field("codec", &self.codec)
+            .field("peer_user", &self.peer_user)
             .finish()
     }
 }
@@ -126,6 +137,7 @@ impl Default for ListenerOptions {
             reclaim_stale_socket: false,
             on_failure: None,
             codec: Codec::default(),
+            peer_user: PeerUser::Any,
         }
     }
 }
@@ -181,6 +193,31 @@ impl ListenerOptions {
     /// `Codec::Pickle` for Python clients, with the `pickle` feature).
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Which peers to admit by the user they run as (default
+    /// [`PeerUser::Any`]): with [`PeerUser::Same`], a client of another
+    /// user is closed right after it is accepted, before it is sent a
+    /// challenge, and counted in [`ListenerStats::refused_peers`]. For
+    /// Unix-socket and named-pipe listeners; see [`PeerUser`] and
+    /// SECURITY.md for what it guarantees.
+    ///
+    /// ```no_run
+    /// # #[cfg(unix)] {
+    /// use mpconn::{ListenerOptions, PeerUser};
+    /// let listener = ListenerOptions::new()
+    ///     .peer_user(PeerUser::Same)
+    ///     .bind("unix:/run/myapp/socket", b"a key of at least sixteen bytes")?;
+    /// # }
+    /// # Ok::<(), mpconn::Error>(())
+    /// ```
+    ///
+    /// Binding then fails with [`Error::Io`] of kind `Unsupported` for a
+    /// TCP address (TCP peers have no credentials), and for
+    /// [`PeerUser::Uids`] on Windows.
+    pub fn peer_user(mut self, policy: PeerUser) -> Self {
+        self.peer_user = policy;
         self
     }
 
@@ -277,6 +314,7 @@ struct Shared {
     accepted: AtomicU64,
     failed: AtomicU64,
     evicted: AtomicU64,
+    refused: AtomicU64,
     /// The peer of the connection `accept()` handed out last.
     last_accepted: Mutex<Option<Address>>,
     /// Whether a thread is driving the engine; `driver_left` tells the
@@ -344,6 +382,7 @@ impl Listener<Unverified> {
 
 impl<T: Trust> Listener<T> {
     fn open(opts: ListenerOptions, address: Address, key: Option<AuthKey>) -> Result<Self> {
+        opts.peer_user.check_bind(&address)?;
         let (engine, shared, bound, cleanup) = Engine::open(opts.clone(), &address, key)?;
         Ok(Listener {
             #[cfg(unix)]
@@ -525,6 +564,7 @@ impl<T: Trust> Listener<T> {
             accepted: self.shared.accepted.load(Ordering::Relaxed),
             failed_handshakes: self.shared.failed.load(Ordering::Relaxed),
             evicted_handshakes: self.shared.evicted.load(Ordering::Relaxed),
+            refused_peers: self.shared.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -563,6 +603,7 @@ impl Shared {
             accepted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             last_accepted: Mutex::new(None),
             driving: Mutex::new(false),
             driver_left: Condvar::new(),

@@ -312,6 +312,12 @@ impl Engine {
                     continue;
                 }
             };
+            // Before any handshake work: a refused peer gets no challenge.
+            if let Err(e) = self.opts.peer_user.check(&stream) {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                self.report(peer, e);
+                continue;
+            }
             let Some(key) = &self.key else {
                 let reader = MessageReader::new(&stream, self.opts.max_message);
                 self.queue_ready(stream, reader, peer, None);

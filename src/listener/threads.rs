@@ -17,6 +17,7 @@ use socket2::Socket;
 use super::{Accepted, HandshakeFailure, ListenerOptions, Shared, is_transient_accept_error, lock};
 use crate::address::Address;
 use crate::connection::DEFAULT_MAX_MESSAGE;
+use crate::credentials::PeerUser;
 use crate::error::{Error, Result};
 use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, HandshakeOptions, Proof};
 use crate::key::AuthKey;
@@ -110,6 +111,7 @@ struct Context {
     handshake: HandshakeOptions,
     max_pending: usize,
     report_failures: bool,
+    peer_user: PeerUser,
 }
 
 /// The listener's side: the queue is in `Wake`, shared with the threads.
@@ -157,6 +159,7 @@ impl Engine {
             handshake: opts.handshake,
             max_pending: opts.max_pending.max(1),
             report_failures: opts.on_failure.is_some(),
+            peer_user: opts.peer_user,
         };
         let accept_event = Event::new()?;
         if let Source::Tcp(socket) = &source {
@@ -271,11 +274,15 @@ impl Context {
         let spawned = std::thread::Builder::new()
             .name("mpconn-handshake".into())
             .spawn(move || {
-                let result = match &ctx.key {
+                // Before any handshake work: a refused peer gets no challenge.
+                let admitted = ctx.peer_user.check(&stream).inspect_err(|_| {
+                    ctx.shared.refused.fetch_add(1, Ordering::Relaxed);
+                });
+                let result = admitted.and_then(|()| match &ctx.key {
                     None => Ok((MessageReader::new(&stream, DEFAULT_MAX_MESSAGE), None)),
                     Some(key) => handshake(&stream, &ctx.handshake, key)
                         .map(|(reader, proof)| (reader, Some(proof))),
-                };
+                });
                 ctx.finish(stream, peer, result);
             });
         if let Err(e) = spawned {
@@ -423,6 +430,7 @@ mod tests {
             handshake: ListenerOptions::new().handshake,
             max_pending: 1,
             report_failures: false,
+            peer_user: PeerUser::Any,
         };
         let wake = &shared.wake;
         let state = wake.lock();

@@ -8,5 +8,8 @@ pub mod auth;
 pub mod codec;
 pub mod frame;
 pub(crate) mod guard;
+// Only Windows passes handles; the format is unit-tested everywhere.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub mod handle;
 #[cfg(feature = "pickle")]
 pub mod pickle;

@@ -20,6 +20,10 @@
 //!   many objects at once (a descriptor each on Unix; a stream or an event
 //!   on Windows).
 //! - `connect_nonblocking(&Socket, &SockAddr, deadline)`.
+//! - `peer_credentials(&Stream) -> io::Result<PeerIds>`: who is at the
+//!   other end of a Unix-domain socket (pid, uid, gid) or a named pipe
+//!   (pid, and whether it runs as our user); `Unsupported` for TCP.
+//!   `PEER_UIDS` tells whether the platform has numeric user ids.
 //!
 //! Unix adds what its mio listener engine needs (`accept`,
 //! `set_nonblocking`, `SEND_FLAGS`, `WaitSource::fd`, `Stream::from_fd`).
@@ -54,4 +58,21 @@ pub enum Interest {
     Readable,
     /// Room to write.
     Writable,
+}
+
+/// What the operating system says about a connection's peer: the process
+/// that connected (or made the pair), as it was when it did. A field the
+/// platform does not report is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerIds {
+    /// The peer's process id.
+    pub pid: Option<u32>,
+    /// The peer's effective user id (Unix).
+    pub uid: Option<u32>,
+    /// The peer's effective group id (Unix).
+    pub gid: Option<u32>,
+    /// Whether the peer runs as this process's user: its uid is our
+    /// effective uid (Unix), or its process token's user is ours (Windows;
+    /// `None` when the peer's process could not be asked).
+    pub same_user: Option<bool>,
 }

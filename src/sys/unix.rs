@@ -468,3 +468,137 @@ fn poll_timeout(deadline: Option<Instant>) -> libc::c_int {
         }
     }
 }
+
+/// Unix has numeric user ids, which a listener can admit by.
+pub const PEER_UIDS: bool = true;
+
+/// The credentials of the peer of a connected Unix-domain stream socket:
+/// those of the process that connected (or made the socketpair), as they
+/// were at that moment. `SO_PEERCRED` on Linux and Android gives pid, uid
+/// and gid; `getpeereid` gives uid and gid elsewhere, with `LOCAL_PEERPID`
+/// for the pid on macOS. `Unsupported` for a TCP socket or a descriptor
+/// that is no socket, `NotConnected` for a socket without a peer.
+pub fn peer_credentials(stream: &Stream) -> io::Result<super::PeerIds> {
+    let fd = stream.as_fd();
+    let socket = socket2::SockRef::from(&fd);
+    let local = socket.local_addr().map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTSOCK) => no_credentials("the descriptor is not a socket"),
+        _ => e,
+    })?;
+    if local.domain() != Domain::UNIX {
+        return Err(no_credentials(
+            "only Unix-domain sockets have them, not TCP",
+        ));
+    }
+    // An unconnected socket would report made-up ids (Linux gives the
+    // overflow uid): insist on a peer.
+    socket.peer_addr()?;
+    let mut ids = peer_ids(fd)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    ids.same_user = ids.uid.map(|uid| uid == me);
+    Ok(ids)
+}
+
+fn no_credentials(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("no peer credentials: {why}"),
+    )
+}
+
+/// A pid the kernel reports; 0 means it could not name the process (a
+/// peer in another pid namespace, say).
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios"
+))]
+fn known_pid(pid: libc::pid_t) -> Option<u32> {
+    u32::try_from(pid).ok().filter(|&pid| pid != 0)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_ids(fd: BorrowedFd<'_>) -> io::Result<super::PeerIds> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the option buffer is one live ucred and `len` is its size;
+    // the descriptor is borrowed, so open.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(super::PeerIds {
+        pid: known_pid(cred.pid),
+        uid: Some(cred.uid),
+        gid: Some(cred.gid),
+        same_user: None,
+    })
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+fn peer_ids(fd: BorrowedFd<'_>) -> io::Result<super::PeerIds> {
+    let (mut uid, mut gid): (libc::uid_t, libc::gid_t) = (0, 0);
+    // SAFETY: both out-parameters are live locals; the descriptor is open.
+    if unsafe { libc::getpeereid(fd.as_raw_fd(), &mut uid, &mut gid) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    let pid = {
+        let mut pid: libc::pid_t = 0;
+        let mut len = std::mem::size_of::<libc::pid_t>() as libc::socklen_t;
+        // SAFETY: the option buffer is one live pid_t and `len` is its size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_LOCAL,
+                libc::LOCAL_PEERPID,
+                (&raw mut pid).cast(),
+                &mut len,
+            )
+        };
+        if r == -1 { None } else { known_pid(pid) }
+    };
+    #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+    let pid = None;
+    Ok(super::PeerIds {
+        pid,
+        uid: Some(uid),
+        gid: Some(gid),
+        same_user: None,
+    })
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+fn peer_ids(_fd: BorrowedFd<'_>) -> io::Result<super::PeerIds> {
+    Err(no_credentials("this platform has no call for them"))
+}

@@ -75,12 +75,19 @@ pub fn child_role() -> Option<String> {
     std::env::var(ROLE_VAR).ok()
 }
 
-/// Starts this test binary again, running only `test`, with `role` set.
-pub fn spawn_child(test: &str, role: &str, stdin: Stdio, envs: &[(&str, &str)]) -> Child {
+/// The command that runs this test binary again, only `test`, with `role`
+/// set: what `spawn_child` starts, for a caller that adjusts it first.
+pub fn child_command(test: &str, role: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE_VAR, role)
-        .stdin(stdin);
+        .env(ROLE_VAR, role);
+    cmd
+}
+
+/// Starts this test binary again, running only `test`, with `role` set.
+pub fn spawn_child(test: &str, role: &str, stdin: Stdio, envs: &[(&str, &str)]) -> Child {
+    let mut cmd = child_command(test, role);
+    cmd.stdin(stdin);
     for (k, v) in envs {
         cmd.env(k, v);
     }

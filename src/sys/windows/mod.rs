@@ -27,8 +27,10 @@ use windows_sys::Win32::System::Threading::{CreateEventW, ResetEvent, SetEvent};
 
 use super::Interest;
 
+mod peer;
 mod pipe;
 
+pub use peer::{PEER_UIDS, adopt_handle, duplicate_into, peer_credentials};
 pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
 
 /// Descriptors passed with a read: Unix only, so none here (the type has no
