@@ -541,14 +541,16 @@ mod windows {
     }
 
     impl<T: Trust> SendHalf<T> {
-        /// The handle of a named-pipe end, borrowed; `None` for TCP.
+        /// The handle of a pipe end (named or anonymous) or file, borrowed;
+        /// `None` for TCP.
         pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
             self.endpoint().stream().as_pipe_handle()
         }
     }
 
     impl<T: Trust> RecvHalf<T> {
-        /// The handle of a named-pipe end, borrowed; `None` for TCP.
+        /// The handle of a pipe end (named or anonymous) or file, borrowed;
+        /// `None` for TCP.
         pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
             self.receiver_ref().endpoint().stream().as_pipe_handle()
         }
@@ -573,7 +575,7 @@ mod windows {
     ///   CPython's headers;
     /// - a **disk file** opened for synchronous I/O: framed likewise, its
     ///   end being the end of stream;
-    /// - a **socket**: as [`From<OwnedSocket>`](#impl-From<OwnedSocket>-for-Connection<Unverified>).
+    /// - a **socket**: as with `From<OwnedSocket>`.
     ///
     /// The kind comes from `GetFileType`, `GetNamedPipeInfo` (message or
     /// byte pipe) and `NtQueryInformationFile(FileModeInformation)`
@@ -614,7 +616,8 @@ mod windows {
         }
     }
 
-    /// Gives up the pipe handle, to hand it to a child process for example.
+    /// Gives up the pipe (or file) handle, to hand it to a child process
+    /// for example.
     ///
     /// Fails with the connection back for a TCP connection, when it has read
     /// ahead bytes that the handle would lose, or when a
@@ -668,7 +671,8 @@ mod windows {
                 .map(AsSocket::as_socket)
         }
 
-        /// The handle of a named-pipe connection, borrowed; `None` for TCP.
+        /// The handle of a pipe (named or anonymous) or file connection,
+        /// borrowed; `None` for TCP.
         pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
             self.endpoint().stream().as_pipe_handle()
         }
