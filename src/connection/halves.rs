@@ -299,7 +299,14 @@ impl RecvHalf<Authenticated> {
 /// socket loses the connection too, and the peer sees end of stream at
 /// once. To let go of this process's copy only, drop the connection (or
 /// call [`Connection::close`]). On a Windows named pipe, closing cancels
-/// this process's I/O on the pipe and leaves other holders alone. A Unix
+/// this process's I/O on the pipe and leaves other holders alone. On a
+/// Windows anonymous or byte-mode pipe, closing marks the connection
+/// closed: a receive, `poll` or `wait()` looking at the pipe sees the mark
+/// within a millisecond and ends (`Closed`, or ready for `poll`), and a
+/// send in flight on an overlapped handle is cancelled; a send blocked on
+/// a full synchronous pipe stays blocked until the reader takes the bytes
+/// or goes (only `CancelSynchronousIo` on its thread could wake it). Other
+/// holders are left alone. A Unix
 /// pipe end (not a socket) has no shutdown:
 /// the handle marks the connection closed, so every later call fails with
 /// `Closed`, but a thread already blocked on a pipe end stays blocked until

@@ -541,14 +541,16 @@ mod windows {
     }
 
     impl<T: Trust> SendHalf<T> {
-        /// The handle of a named-pipe end, borrowed; `None` for TCP.
+        /// The handle of a pipe end (named or anonymous) or file, borrowed;
+        /// `None` for TCP.
         pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
             self.endpoint().stream().as_pipe_handle()
         }
     }
 
     impl<T: Trust> RecvHalf<T> {
-        /// The handle of a named-pipe end, borrowed; `None` for TCP.
+        /// The handle of a pipe end (named or anonymous) or file, borrowed;
+        /// `None` for TCP.
         pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
             self.receiver_ref().endpoint().stream().as_pipe_handle()
         }
@@ -562,13 +564,48 @@ mod windows {
         }
     }
 
-    /// Adopts a named-pipe end: one opened for overlapped I/O in message
-    /// read mode, as mpconn and CPython open them, inherited from a parent
-    /// process for example. Nobody vouches for its peer, so it starts
+    /// Adopts a handle, inherited from a parent process for example, as
+    /// what it turns out to be:
+    ///
+    /// - a **message-mode named pipe** opened for overlapped I/O, as mpconn
+    ///   and CPython open them: one pipe message per message, no header;
+    /// - a **byte-mode pipe end**: an anonymous pipe (`CreatePipe`,
+    ///   synchronous) or a byte-mode named pipe (synchronous or overlapped,
+    ///   Rust's `ChildStdout` for one): framed as on a socket, with
+    ///   CPython's headers;
+    /// - a **disk file** opened for synchronous I/O: framed likewise, its
+    ///   end being the end of stream;
+    /// - a **socket**: as with `From<OwnedSocket>`.
+    ///
+    /// The kind comes from `GetFileType`, `GetNamedPipeInfo` (message or
+    /// byte pipe) and `NtQueryInformationFile(FileModeInformation)`
+    /// (overlapped or not). A write-only pipe end opened without
+    /// `FILE_READ_ATTRIBUTES` hides its type; it is taken for a message
+    /// pipe (the writing end of CPython's `Pipe(duplex=False)` is one;
+    /// `CreatePipe`'s writing end has the right and is recognised). Any
+    /// other handle (a console, a message pipe opened for synchronous I/O,
+    /// a file opened for overlapped I/O) makes a connection whose every
+    /// call fails with an [`Error::Io`] of kind `Unsupported` that says why.
+    ///
+    /// **A synchronous pipe** has no overlapped I/O, so nothing signals
+    /// that bytes came: a receive, [`poll`](Connection::poll) and
+    /// [`wait()`](crate::wait) look at it with `PeekNamedPipe`, pausing
+    /// from 50 µs up to a millisecond in between, and so learn of bytes or
+    /// the end at most about a millisecond late. A read takes only the
+    /// bytes that are there, so a receive with a timeout never blocks past
+    /// it. Sends block until the pipe has taken the bytes (a send's
+    /// deadline cannot be kept there). A [`CloseHandle`](super::CloseHandle)
+    /// wakes a receive, `poll` or `wait()` within that pause, and on an
+    /// overlapped handle cancels a send in flight; a send blocked on a full
+    /// synchronous pipe stays blocked until the reader takes the bytes or
+    /// goes away (only `CancelSynchronousIo` on its thread could wake it).
+    /// Other holders of the pipe are not affected.
+    ///
+    /// Nobody vouches for the peer, so the connection starts
     /// [`Unverified`]; authenticate it, or trust it explicitly.
     impl From<OwnedHandle> for Connection<Unverified> {
         fn from(handle: OwnedHandle) -> Self {
-            Connection::from_stream(sys::Stream::from_pipe_handle(handle))
+            Connection::from_stream(sys::Stream::from_handle(handle))
         }
     }
 
@@ -579,7 +616,8 @@ mod windows {
         }
     }
 
-    /// Gives up the pipe handle, to hand it to a child process for example.
+    /// Gives up the pipe (or file) handle, to hand it to a child process
+    /// for example.
     ///
     /// Fails with the connection back for a TCP connection, when it has read
     /// ahead bytes that the handle would lose, or when a
@@ -594,6 +632,7 @@ mod windows {
             }
             match conn.into_stream()? {
                 sys::Stream::Pipe(pipe) => Ok(pipe.into()),
+                sys::Stream::Plain(plain) => Ok(plain.into()),
                 sys::Stream::Socket(_) => unreachable!("checked to be a pipe above"),
             }
         }
@@ -611,7 +650,9 @@ mod windows {
             }
             match conn.into_stream()? {
                 sys::Stream::Socket(socket) => Ok(socket.into()),
-                sys::Stream::Pipe(_) => unreachable!("checked to be a socket above"),
+                sys::Stream::Pipe(_) | sys::Stream::Plain(_) => {
+                    unreachable!("checked to be a socket above")
+                }
             }
         }
     }
@@ -630,7 +671,8 @@ mod windows {
                 .map(AsSocket::as_socket)
         }
 
-        /// The handle of a named-pipe connection, borrowed; `None` for TCP.
+        /// The handle of a pipe (named or anonymous) or file connection,
+        /// borrowed; `None` for TCP.
         pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
             self.endpoint().stream().as_pipe_handle()
         }

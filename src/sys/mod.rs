@@ -3,8 +3,9 @@
 //! Each platform module provides the same names with the same signatures, so
 //! the portable layers above carry few `cfg`s:
 //!
-//! - `Stream`: a connected stream (a socket on Unix; a socket or a named
-//!   pipe on Windows) with `pair() -> io::Result<(Stream, Stream)>`
+//! - `Stream`: a connected stream (a socket or any other descriptor on
+//!   Unix; a socket, a named pipe or a plain byte handle on Windows) with
+//!   `pair() -> io::Result<(Stream, Stream)>`
 //!   and `pair_simplex()` (not inherited by children), `from_socket`,
 //!   the byte-stream calls of a socket: `read(&self, &mut [u8])`,
 //!   `read_spare(&self, &mut Vec<u8>, max)` (read into spare capacity without
@@ -35,7 +36,11 @@
 //! `send_message(&self, &[IoSlice])` (one pipe message), while the
 //! byte-stream calls of a pipe stream fail with `Unsupported`. `sys` knows
 //! nothing of frame headers: the transport above frames messages on
-//! sockets and sends them bare on pipes. Windows also adds what its thread
+//! sockets and sends them bare on pipes. `Stream::from_handle` adopts any
+//! handle as what it is: an anonymous or byte-mode pipe end, or a disk
+//! file, is a byte stream like a socket (`Stream::Plain`, `plain.rs`),
+//! whose readiness is looked at with `PeekNamedPipe` when nothing can
+//! signal it. Windows also adds what its thread
 //! engine needs: `create_pipe_instance`, `connect_pipe`, `Event`,
 //! `wait_any`, and `select_accept`/`clear_select` for TCP listening sockets.
 //!

@@ -35,7 +35,9 @@ impl Endpoint {
     /// thread blocked on it; their calls then fail with `Error::Closed`.
     /// The shutdown acts on the socket itself, so it ends the connection
     /// for every process holding a copy of the descriptor too. A stream
-    /// that is not a socket (a pipe end) has no shutdown: it is only marked.
+    /// that is not a socket (a pipe end) has no shutdown: it is only marked
+    /// (on Windows the mark reaches the stream too, whose polling loops
+    /// end on it).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         // ENOTCONN only means the peer is gone already.

@@ -1,16 +1,22 @@
-//! Windows: TCP sockets and named pipes behind one `Stream`.
+//! Windows: TCP sockets, named pipes and plain handles behind one `Stream`.
 //!
 //! A socket is a byte stream; a named pipe is a message pipe, which moves
 //! whole messages (`Pipe::recv_message`, `Pipe::send_message`) and has no
 //! byte-stream calls: the transport above tells the two apart
-//! (`Stream::as_pipe`). Readiness for `wait()` comes from zero-byte
-//! overlapped reads, as in CPython's `wait()` on Windows: they complete
-//! when data arrives without taking it.
+//! (`Stream::as_pipe`). A plain handle (an anonymous pipe end, a byte-mode
+//! named pipe, a disk file) is a byte stream read with `ReadFile` and
+//! written with `WriteFile` (`plain.rs`). Readiness for `wait()` comes from
+//! zero-byte overlapped reads, as in CPython's `wait()` on Windows: they
+//! complete when data arrives without taking it; a synchronous pipe has no
+//! such reads, and is looked at with `PeekNamedPipe` every millisecond at
+//! most instead.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::windows::io::{
-    AsHandle, AsRawHandle, AsRawSocket, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
+    AsHandle, AsRawHandle, AsRawSocket, BorrowedHandle, FromRawHandle, FromRawSocket,
+    IntoRawHandle, OwnedHandle, RawHandle, RawSocket,
 };
 use std::ptr;
 use std::time::Instant;
@@ -29,22 +35,28 @@ use super::Interest;
 
 mod peer;
 mod pipe;
+mod plain;
 
 pub use peer::{PEER_UIDS, adopt_handle, duplicate_into, peer_credentials};
 pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
+pub use plain::Plain;
 
 /// Descriptors passed with a read: Unix only, so none here (the type has no
 /// values, and the transport's slot for them stays empty).
 #[derive(Debug)]
 pub enum Passed {}
 
-/// A connected stream: a TCP socket or one end of a named pipe.
+/// A connected stream: a TCP socket, one end of a named pipe, or a plain
+/// handle that moves bytes.
 #[derive(Debug)]
 pub enum Stream {
     /// A connected TCP socket.
     Socket(Socket),
     /// A message-mode named pipe: whole messages, no byte-stream calls.
     Pipe(Pipe),
+    /// An anonymous or byte-mode pipe end, or a disk file: bytes through
+    /// `ReadFile` and `WriteFile`, framed above as on a socket.
+    Plain(Plain),
 }
 
 impl Stream {
@@ -67,9 +79,25 @@ impl Stream {
         Ok(Stream::Socket(socket))
     }
 
-    /// Adopts a named-pipe end opened for overlapped I/O in message read mode.
-    pub fn from_pipe_handle(handle: OwnedHandle) -> Stream {
-        Stream::Pipe(Pipe::from(handle))
+    /// Adopts a handle as what it is (`plain::classify`): a socket; a
+    /// message-mode named pipe opened for overlapped I/O (or a pipe end
+    /// whose type cannot be read: a write-only one); a byte-mode pipe end
+    /// (anonymous or named, synchronous or overlapped) or a synchronous
+    /// disk file, as a plain byte stream. Any other handle becomes a plain
+    /// stream whose every call fails with `Unsupported` and says why.
+    pub fn from_handle(handle: OwnedHandle) -> Stream {
+        match plain::classify(&handle) {
+            plain::Class::Socket => {
+                let raw = handle.into_raw_handle() as RawSocket;
+                // SAFETY: the handle is a socket (getsockopt answered for
+                // it), and its ownership moves from `handle` to the Socket.
+                Stream::Socket(unsafe { Socket::from_raw_socket(raw) })
+            }
+            plain::Class::MessagePipe => Stream::Pipe(Pipe::from(handle)),
+            plain::Class::Bytes(kind, overlapped) => {
+                Stream::Plain(Plain::new(handle, kind, overlapped))
+            }
+        }
     }
 
     /// Whether a message already read from the OS waits inside the stream:
@@ -77,7 +105,7 @@ impl Stream {
     /// first, so that it counts); a socket keeps nothing.
     pub fn has_buffered(&self) -> bool {
         match self {
-            Stream::Socket(_) => false,
+            Stream::Socket(_) | Stream::Plain(_) => false,
             Stream::Pipe(p) => {
                 p.end_probe();
                 p.has_buffered()
@@ -91,6 +119,12 @@ impl Stream {
         match self {
             Stream::Socket(s) => io::Read::read(&mut &*s, buf),
             Stream::Pipe(_) => Err(not_bytes()),
+            Stream::Plain(p) => {
+                // SAFETY: an initialised byte slice is a valid MaybeUninit
+                // one, and the read only writes bytes into it.
+                let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+                p.read(buf)
+            }
         }
     }
 
@@ -120,6 +154,17 @@ impl Stream {
                 Ok(n)
             }
             Stream::Pipe(_) => Err(not_bytes()),
+            Stream::Plain(p) => {
+                let spare = v.spare_capacity_mut();
+                let take = spare.len().min(max);
+                let n = p.read(&mut spare[..take])?;
+                let len = v.len() + n.min(take);
+                // SAFETY: ReadFile wrote and so initialised the first n
+                // bytes of the spare capacity, and n <= take <= spare
+                // capacity.
+                unsafe { v.set_len(len) };
+                Ok(n)
+            }
         }
     }
 
@@ -129,10 +174,12 @@ impl Stream {
         match self {
             Stream::Socket(s) => s.send_vectored(bufs),
             Stream::Pipe(_) => Err(not_bytes()),
+            Stream::Plain(p) => p.write_vectored(bufs),
         }
     }
 
-    /// A write that does not block on a socket.
+    /// A write that does not block on a socket. A plain handle has no way to
+    /// learn the room in its pipe: its write blocks as `write_vectored` does.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Socket(s) => {
@@ -142,17 +189,20 @@ impl Stream {
                 r
             }
             Stream::Pipe(_) => Err(not_bytes()),
+            Stream::Plain(p) => p.write_vectored(bufs),
         }
     }
 
     /// Waits until the stream is ready for `interest` or `deadline` passes;
     /// `false` on timeout. A pipe is readable once a message or the end is
-    /// there (nothing is taken), and always writable (its writes block).
+    /// there (nothing is taken), and always writable (its writes block). A
+    /// plain handle likewise, its pipe looked at until the deadline.
     pub fn wait(&self, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
         match (self, interest) {
             (Stream::Socket(s), _) => wait_socket(s, interest, deadline),
             (Stream::Pipe(p), Interest::Readable) => p.wait_readable(deadline),
-            (Stream::Pipe(_), Interest::Writable) => Ok(true),
+            (Stream::Plain(p), Interest::Readable) => p.wait_readable(deadline),
+            (Stream::Pipe(_) | Stream::Plain(_), Interest::Writable) => Ok(true),
         }
     }
 
@@ -162,10 +212,12 @@ impl Stream {
     /// Shuts down one or both directions. On a pipe, only `Both` does
     /// anything: it fails blocked and later reads and writes (`close()`);
     /// the peer sees the end when the handle closes. One direction of a
-    /// simplex pair is refused by the connection itself.
+    /// simplex pair is refused by the connection itself. On a plain handle,
+    /// `Both` marks it closed (see `Plain::shutdown`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Socket(s) => s.shutdown(how),
+            Stream::Plain(p) => p.shutdown(how),
             Stream::Pipe(p) => {
                 if how == Shutdown::Both {
                     p.cancel_all();
@@ -184,31 +236,35 @@ impl Stream {
     pub fn as_socket(&self) -> Option<&Socket> {
         match self {
             Stream::Socket(s) => Some(s),
-            Stream::Pipe(_) => None,
+            Stream::Pipe(_) | Stream::Plain(_) => None,
         }
     }
 
-    /// The pipe, for a named pipe.
+    /// The pipe, for a message-mode named pipe.
     pub fn as_pipe(&self) -> Option<&Pipe> {
         match self {
-            Stream::Socket(_) => None,
             Stream::Pipe(p) => Some(p),
+            Stream::Socket(_) | Stream::Plain(_) => None,
         }
     }
 
-    /// The pipe's handle, for a named pipe.
+    /// The handle, for a named pipe or a plain handle; `None` for a socket.
     pub fn as_pipe_handle(&self) -> Option<BorrowedHandle<'_>> {
         match self {
             Stream::Socket(_) => None,
             Stream::Pipe(p) => Some(p.handle().as_handle()),
+            Stream::Plain(p) => Some(p.handle().as_handle()),
         }
     }
 
-    /// Starts a readiness probe for `wait_readable`.
-    fn probe(&self) -> io::Result<Probe> {
+    /// Starts a readiness probe for `wait_readable`; `None` for a stream
+    /// that nothing signals and that is not ready now (a synchronous pipe,
+    /// looked at again and again).
+    fn probe(&self) -> io::Result<Option<Probe>> {
         match self {
-            Stream::Pipe(p) => p.probe(),
-            Stream::Socket(s) => probe_socket(s),
+            Stream::Pipe(p) => p.probe().map(Some),
+            Stream::Socket(s) => probe_socket(s).map(Some),
+            Stream::Plain(p) => Ok(p.readable_now().then_some(Probe::Ready)),
         }
     }
 
@@ -217,6 +273,7 @@ impl Stream {
     fn probe_ready(&self, op: Option<Op>) -> bool {
         match (self, op) {
             (Stream::Pipe(p), _) => p.probe_ready(),
+            (Stream::Plain(p), _) => p.readable_now(),
             (Stream::Socket(s), Some(op)) => finish_socket_probe(s, op),
             (Stream::Socket(_), None) => false,
         }
@@ -230,6 +287,7 @@ impl AsRawHandle for Stream {
         match self {
             Stream::Socket(s) => s.as_raw_socket() as RawHandle,
             Stream::Pipe(p) => p.handle().as_raw_handle(),
+            Stream::Plain(p) => p.handle().as_raw_handle(),
         }
     }
 }
@@ -433,7 +491,9 @@ const MAX_WAIT: usize = 64;
 /// on their events. A pipe's probe stays in flight after the wait, so the
 /// next wait costs nothing for a pipe that stayed quiet; a socket's is
 /// cancelled. Past 64 handles (the limit of one wait), helper threads wait
-/// on the further groups.
+/// on the further groups. A plain pipe, which nothing signals, is looked at
+/// again after each slice of the wait, the slices growing from 50 µs to
+/// `plain::POLL_MAX`, so it is reported at most about that late.
 pub fn wait_readable(
     sources: &[WaitSource<'_>],
     ready: &mut [bool],
@@ -442,19 +502,25 @@ pub fn wait_readable(
     // What each source waits on: a probe (and a socket's op) or an event.
     let mut waiting: Vec<Option<Option<Op>>> = Vec::with_capacity(sources.len());
     let mut handles: Vec<HANDLE> = Vec::with_capacity(sources.len());
+    // Sources that nothing signals, looked at between slices of the wait.
+    let mut looked: Vec<usize> = Vec::new();
     let mut any = false;
     let mut failure = None;
     for (i, source) in sources.iter().enumerate() {
         match source {
             WaitSource::Stream(s) => match s.probe() {
-                Ok(Probe::Ready) => {
+                Ok(Some(Probe::Ready)) => {
                     ready[i] = true;
                     any = true;
                     waiting.push(None);
                 }
-                Ok(Probe::Pending(event, op)) => {
+                Ok(Some(Probe::Pending(event, op))) => {
                     handles.push(event);
                     waiting.push(Some(op));
+                }
+                Ok(None) => {
+                    looked.push(i);
+                    waiting.push(None);
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -467,19 +533,8 @@ pub fn wait_readable(
             }
         }
     }
-    if failure.is_none() && !any && !handles.is_empty() {
-        let result = if handles.len() <= MAX_WAIT {
-            wait_any(&handles, deadline).map(drop)
-        } else {
-            wait_groups(&handles, deadline)
-        };
-        failure = result.err();
-    } else if failure.is_none() && !any {
-        // Nothing to wait for: sleep out the deadline, as poll(2) does.
-        match deadline {
-            Some(d) => std::thread::sleep(d.saturating_duration_since(Instant::now())),
-            None => return Err(io::Error::other("wait() with nothing to wait for")),
-        }
+    if failure.is_none() && !any {
+        failure = wait_signalled_or_looked(sources, &handles, &looked, ready, deadline).err();
     }
     for (i, (source, waited)) in sources.iter().zip(waiting).enumerate() {
         let Some(op) = waited else { continue };
@@ -494,6 +549,66 @@ pub fn wait_readable(
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Waits until one of `handles` is signalled, one of the `looked` sources
+/// is readable (marked in `ready`), or `deadline` passes.
+fn wait_signalled_or_looked(
+    sources: &[WaitSource<'_>],
+    handles: &[HANDLE],
+    looked: &[usize],
+    ready: &mut [bool],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    // Whether a handle was signalled before `until`.
+    let wait = |until: Option<Instant>| -> io::Result<bool> {
+        if handles.len() <= MAX_WAIT {
+            return Ok(wait_any(handles, until)?.is_some());
+        }
+        wait_groups(handles, until)?;
+        for group in handles.chunks(MAX_WAIT) {
+            if wait_any(group, Some(Instant::now()))?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    if looked.is_empty() {
+        if !handles.is_empty() {
+            return wait(deadline).map(drop);
+        }
+        // Nothing to wait for: sleep out the deadline, as poll(2) does.
+        return match deadline {
+            Some(d) => {
+                std::thread::sleep(d.saturating_duration_since(Instant::now()));
+                Ok(())
+            }
+            None => Err(io::Error::other("wait() with nothing to wait for")),
+        };
+    }
+    let mut backoff = plain::Backoff::new();
+    loop {
+        let Some(slice) = backoff.next(deadline) else {
+            return Ok(());
+        };
+        if handles.is_empty() {
+            std::thread::sleep(slice);
+        } else if wait(Instant::now().checked_add(slice))? {
+            return Ok(());
+        }
+        let mut found = false;
+        for &i in looked {
+            if let WaitSource::Stream(s) = sources[i]
+                && s.probe_ready(None)
+            {
+                ready[i] = true;
+                found = true;
+            }
+        }
+        if found {
+            return Ok(());
+        }
     }
 }
 
