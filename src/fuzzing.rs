@@ -69,8 +69,9 @@ fn handshake(role: Role, data: &[u8]) {
         ..AuthPolicy::default()
     };
     let timeouts = Timeouts {
-        total: Duration::from_secs(60),
         first_message: None,
+        total: Some(Duration::from_secs(60)),
+        after_first: None,
     };
     let mut hs = Handshake::new(
         role,
@@ -86,7 +87,7 @@ fn handshake(role: Role, data: &[u8]) {
     while hs.wants_message() {
         drop(hs.take_output());
         match reader.read_owned(&stream, None) {
-            Ok(message) => hs.on_message(&message),
+            Ok(message) => hs.on_message(Instant::now(), &message),
             Err(_) => hs.peer_closed(),
         }
     }
