@@ -476,6 +476,37 @@ mod tests {
         }
     }
 
+    /// A client that refuses a legacy challenge sends the unverifiable
+    /// answer and reports its refusal, not what the server did next: a
+    /// verdict, a close, or a hang-up before the answer could be written.
+    #[test]
+    fn a_refusing_client_reports_its_refusal_however_the_server_goes_on() {
+        let legacy = framed(&[b"#CHALLENGE#".as_slice(), &[4; 20]].concat());
+        let verdict = [legacy.clone(), framed(b"#FAILURE#")].concat();
+        for (what, wire, hang_up) in [
+            ("a verdict", verdict, false),
+            ("a close", legacy.clone(), false),
+            ("a hang-up", legacy, true),
+        ] {
+            let mut stream = FakeStream::new(wire);
+            if hang_up {
+                stream = stream.hang_up_after_writes(0);
+            }
+            let mut reader = MessageReader::new(&stream, HANDSHAKE_MESSAGE_LIMIT);
+            let result = Exchange::new(machine(Role::Client)).drive_blocking(&stream, &mut reader);
+            assert!(
+                matches!(result, Err(Error::Auth(AuthError::LegacyRefused))),
+                "{what}: {result:?}"
+            );
+            let expected = if hang_up {
+                Vec::new()
+            } else {
+                framed(crate::proto::auth::UNVERIFIABLE_ANSWER)
+            };
+            assert_eq!(stream.written(), expected, "{what}");
+        }
+    }
+
     /// A client with the wrong key pipelines its challenge behind its
     /// answer; the server may read the answer, send #FAILURE# and hang up
     /// before the challenge goes out. The challenge's write then fails, but
