@@ -72,7 +72,9 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    /// The defaults: sha256, 10 s to connect, 5 s to authenticate.
+    /// The defaults: sha256, 10 s to connect, as long as it takes for the
+    /// listener to send its challenge (as CPython's client waits), then 5 s
+    /// for the rest of the handshake.
     pub fn new() -> Self {
         Self::default()
     }
@@ -84,7 +86,22 @@ impl ClientOptions {
         self
     }
 
-    crate::handshake::handshake_builder_methods!();
+    crate::handshake::handshake_builder_methods!(handshake);
+
+    /// How long to wait, once connected, for the listener to begin the
+    /// handshake by sending its challenge (default `None`: as long as it
+    /// takes, as CPython's `Client` waits). A sequential listener, CPython's
+    /// included, sends it only when its `accept()` takes this connection
+    /// from the backlog, which may be long after the connection was made;
+    /// [`handshake_timeout`](Self::handshake_timeout) counts from the
+    /// challenge, so it does not cut such a wait short. Set this to bound
+    /// the wait for a listener that accepted the connection but may never
+    /// speak (hung, or running no handshake); past it, `connect` fails with
+    /// [`AuthError::NoChallenge`](crate::AuthError::NoChallenge).
+    pub fn challenge_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake = self.handshake.challenge_timeout(timeout);
+        self
+    }
 
     /// The message-size limit of the connection.
     pub fn max_message_size(mut self, max: u64) -> Self {
@@ -103,8 +120,11 @@ impl ClientOptions {
     ///
     /// # Errors
     /// [`Error::Auth`](crate::Error::Auth) when either side lacks the key, the
-    /// listener misbehaves or the handshake deadline passes (including a
-    /// listener that runs no handshake); [`Error::Address`](crate::Error::Address)
+    /// listener misbehaves, or a deadline passes: the
+    /// [`challenge_timeout`](Self::challenge_timeout) when one is set (a
+    /// listener that runs no handshake never sends a challenge), or the
+    /// [`handshake_timeout`](Self::handshake_timeout) after the challenge;
+    /// [`Error::Address`](crate::Error::Address)
     /// for a bad address; [`Error::Io`](crate::Error::Io) or
     /// [`Error::Timeout`](crate::Error::Timeout) when the connection cannot be made.
     pub fn connect(&self, address: impl ToAddress, authkey: &[u8]) -> Result<Connection> {

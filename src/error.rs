@@ -149,6 +149,14 @@ pub enum AuthError {
     MessageTooLarge(u64),
     /// The handshake did not finish before its deadline.
     TimedOut,
+    /// A client waited for the listener's challenge (the peer's first
+    /// message) longer than its `challenge_timeout` allows: the listener has
+    /// not begun the handshake, or never will (one that runs no handshake).
+    NoChallenge,
+    /// The peer refused to answer our challenge (it sent mpconn's fixed
+    /// unverifiable answer): it does not allow the digest we asked for, or
+    /// it refused its own key. Its side of the connection says which.
+    ChallengeRefused,
     /// The peer closed the connection during the handshake.
     PeerClosed,
     /// The peer's challenge was made by an mpconn end of our own role with
@@ -300,6 +308,12 @@ impl fmt::Display for AuthError {
                 write!(f, "handshake message of {n} bytes exceeds 256 bytes")
             }
             AuthError::TimedOut => f.write_str("the handshake did not finish before its deadline"),
+            AuthError::NoChallenge => f.write_str(
+                "the peer sent no challenge within the challenge timeout (a listener that has not begun the handshake, or runs none)",
+            ),
+            AuthError::ChallengeRefused => f.write_str(
+                "the peer refused to answer our challenge (a digest it does not allow, or a key it refuses)",
+            ),
             AuthError::PeerClosed => f.write_str("the peer closed the connection during the handshake"),
             AuthError::Reflected => f.write_str(
                 "the peer sent a challenge made by another mpconn end of our role (a reflection attempt); not answered",

@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::AuthError;
 use crate::key::AuthKey;
-use crate::proto::auth::{AuthPolicy, Digest, Handshake, RANDOM_LEN, Role, Status, Timeouts};
+use crate::proto::auth::{
+    AuthPolicy, Digest, Handshake, RANDOM_LEN, Role, Status, Timeouts, UNVERIFIABLE_ANSWER,
+};
 use crate::proto::codec;
 use crate::transport::FrameReader;
 use crate::transport::fake::FakeStream;
@@ -61,7 +64,9 @@ pub fn handshake_client(data: &[u8]) {
 /// frames through the transport's reader (with the handshake's message
 /// limit) at an arbitrary chunking. HMACs cannot be forged, so the machine
 /// may reach `Done` only if the input carries a valid answer to its (fixed)
-/// challenge; once it has ended it must want no further message.
+/// challenge; once it has ended it must want no further message. A machine
+/// that refused a challenge (it sent the unverifiable answer) says nothing
+/// more and ends with the refusal, whatever the input says next.
 fn handshake(role: Role, data: &[u8]) {
     let (chunks, wire) = schedule(data);
     let policy = AuthPolicy {
@@ -69,8 +74,9 @@ fn handshake(role: Role, data: &[u8]) {
         ..AuthPolicy::default()
     };
     let timeouts = Timeouts {
-        total: Duration::from_secs(60),
         first_message: None,
+        total: Some(Duration::from_secs(60)),
+        after_first: None,
     };
     let mut hs = Handshake::new(
         role,
@@ -83,12 +89,21 @@ fn handshake(role: Role, data: &[u8]) {
     let ours = hs.challenge_message().to_vec();
     let stream = FakeStream::new(wire.to_vec()).chunks(&chunks);
     let mut reader = FrameReader::new(crate::proto::auth::MAX_MESSAGE as u64);
+    let mut said = Vec::new();
     while hs.wants_message() {
-        drop(hs.take_output());
+        said.extend(hs.take_output());
         match reader.read_owned(&stream, None) {
-            Ok(message) => hs.on_message(&message),
+            Ok(message) => hs.on_message(Instant::now(), &message),
             Err(_) => hs.peer_closed(),
         }
+    }
+    said.extend(hs.take_output());
+    if let Some(i) = said.iter().position(|m| m == UNVERIFIABLE_ANSWER) {
+        assert_eq!(i + 1, said.len(), "a refusal is the last word");
+        assert!(matches!(
+            hs.status(),
+            Status::Failed(AuthError::LegacyRefused | AuthError::DigestRefused(_))
+        ));
     }
     if hs.status() == &Status::Done {
         assert!(

@@ -13,65 +13,95 @@ use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, S
 use crate::sys::Interest;
 use crate::transport::{ByteStream, MessageReader, Outbox};
 
-/// The default total deadline for one handshake.
+/// The default deadline on one handshake's exchange: a listener counts it
+/// from the accept, a client from the listener's challenge.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The default deadline for a client's answer to a listener's challenge.
 pub const DEFAULT_FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The handshake options of [`ListenerOptions`](crate::ListenerOptions) and
-/// [`ClientOptions`](crate::ClientOptions): one definition for both builders,
-/// which keep theirs in a `handshake: HandshakeOptions` field.
+/// The builder methods every holder of handshake options has:
+/// [`HandshakeOptions`] itself, and [`ListenerOptions`](crate::ListenerOptions)
+/// and [`ClientOptions`](crate::ClientOptions), which keep theirs in a
+/// `handshake` field: `handshake_builder_methods!()` for the first,
+/// `handshake_builder_methods!(handshake)` for the others.
 macro_rules! handshake_builder_methods {
-    () => {
-        /// Total time one handshake may take (default 5 s), from the
-        /// connection to the verdict. A peer that never starts one, a keyless
-        /// listener for example, fails within it. `Duration::MAX` waits
-        /// forever.
+    ($($field:ident)?) => {
+        /// The deadline on the exchange itself (default 5 s,
+        /// [`DEFAULT_HANDSHAKE_TIMEOUT`](crate::DEFAULT_HANDSHAKE_TIMEOUT)).
+        /// The server's side (a listener, or `authenticate_as_server*`)
+        /// counts it from the start, so a client that never finishes fails
+        /// within it. The client's side counts it from the arrival of the
+        /// server's challenge: a client waits for a server that has not
+        /// begun, as CPython's does (a sequential CPython listener may call
+        /// `accept()` long after the connection), for as long as
+        /// `challenge_timeout` allows. `Duration::MAX` waits forever.
         pub fn handshake_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.handshake.timeout = timeout;
+            self$(.$field)?.timeout = timeout;
             self
         }
 
         /// Accept Python 3.11-and-older peers, which only speak HMAC-MD5
         /// (default: refused, with an error naming this option).
         pub fn allow_legacy_md5(mut self, allow: bool) -> Self {
-            self.handshake.policy.allow_legacy_md5 = allow;
+            self$(.$field)?.policy.allow_legacy_md5 = allow;
             self
         }
 
         /// Accept keys shorter than 16 bytes (default: refused).
         pub fn allow_short_key(mut self, allow: bool) -> Self {
-            self.handshake.allow_short_key = allow;
+            self$(.$field)?.allow_short_key = allow;
             self
         }
 
         /// The digest named in the challenges this side delivers (default
         /// sha256). Any peer answers in the digest it is asked for.
         pub fn digest(mut self, digest: $crate::Digest) -> Self {
-            self.handshake.policy.challenge_digest = digest;
+            self$(.$field)?.policy.challenge_digest = digest;
             self
         }
     };
 }
 pub(crate) use handshake_builder_methods;
 
-/// Options of the authentication handshake, shared by listeners and clients.
+/// The options of one authentication handshake, for a connection that
+/// runs it itself: [`Connection::authenticate_as_server_with`] and
+/// [`Connection::authenticate_as_client_with`] (a connection adopted from
+/// an inherited descriptor, say). A builder, with the same methods as
+/// [`ListenerOptions`](crate::ListenerOptions) and
+/// [`ClientOptions`](crate::ClientOptions), and the deadline of each role.
+///
+/// [`Connection::authenticate_as_server_with`]: crate::Connection::authenticate_as_server_with
+/// [`Connection::authenticate_as_client_with`]: crate::Connection::authenticate_as_client_with
+///
+/// ```no_run
+/// # fn f(conn: mpconn::Connection<mpconn::Unverified>) -> mpconn::Result<()> {
+/// use std::time::Duration;
+/// // A Python 3.8 parent runs deliver_challenge/answer_challenge on its end.
+/// let options = mpconn::HandshakeOptions::new()
+///     .allow_legacy_md5(true)
+///     .challenge_timeout(Some(Duration::from_secs(30)));
+/// let conn = conn.authenticate_as_client_with(b"a key of sixteen bytes", &options)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HandshakeOptions {
-    /// The whole exchange.
-    pub timeout: Duration,
-    /// The peer's first message; `None`: only `timeout` applies.
-    pub first_message: Option<Duration>,
-    pub policy: AuthPolicy,
-    pub allow_short_key: bool,
+pub struct HandshakeOptions {
+    /// The exchange: from the start (server), or from the challenge (client).
+    pub(crate) timeout: Duration,
+    /// The server's side: the client's answer, from the start.
+    pub(crate) first_answer: Option<Duration>,
+    /// The client's side: the server's challenge, from the start.
+    pub(crate) challenge_wait: Option<Duration>,
+    pub(crate) policy: AuthPolicy,
+    pub(crate) allow_short_key: bool,
 }
 
 impl Default for HandshakeOptions {
     fn default() -> Self {
         HandshakeOptions {
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            first_message: None,
+            first_answer: None,
+            challenge_wait: None,
             policy: AuthPolicy::default(),
             allow_short_key: false,
         }
@@ -79,24 +109,64 @@ impl Default for HandshakeOptions {
 }
 
 impl HandshakeOptions {
-    /// Checks the key and starts a machine for `role` at `now`, with fresh
-    /// random bytes in its challenge.
+    /// The defaults: sha256 only, 16-byte keys at least, 5 s for the
+    /// exchange, no limit of its own on the client's answer (the server's
+    /// side) or on the server's challenge (the client's side).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    handshake_builder_methods!();
+
+    /// The server's side: how long the client may take to answer our
+    /// challenge, counted from the start (default: no limit of its own, only
+    /// [`handshake_timeout`](Self::handshake_timeout); listeners use 1 s, see
+    /// [`ListenerOptions::first_answer_timeout`](crate::ListenerOptions::first_answer_timeout)).
+    pub fn first_answer_timeout(mut self, timeout: Duration) -> Self {
+        self.first_answer = Some(timeout);
+        self
+    }
+
+    /// The client's side: how long to wait for the server to begin the
+    /// handshake, that is for its challenge (default `None`: as long as it
+    /// takes, as CPython's `Client` and `answer_challenge` do). Set it to
+    /// bound the wait for a server that accepted the connection but may
+    /// never speak. The exchange after the challenge has
+    /// [`handshake_timeout`](Self::handshake_timeout). Past it the
+    /// handshake fails with [`AuthError::NoChallenge`](crate::AuthError::NoChallenge).
+    pub fn challenge_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.challenge_wait = timeout;
+        self
+    }
+
+    /// The machine's deadlines for `role`.
+    fn timeouts(&self, role: Role) -> Timeouts {
+        match role {
+            Role::Server => Timeouts {
+                first_message: self.first_answer,
+                total: Some(self.timeout),
+                after_first: None,
+            },
+            Role::Client => Timeouts {
+                first_message: self.challenge_wait,
+                total: None,
+                after_first: Some(self.timeout),
+            },
+        }
+    }
+
+    /// Starts a machine for `role` at `now`, with fresh random bytes in its
+    /// challenge. A key these options refuse (too short) gives a machine
+    /// that refuses the peer in a way the peer reads as an authentication
+    /// failure, and ends with [`AuthError::KeyTooShort`].
     pub(crate) fn start(&self, role: Role, key: &AuthKey, now: Instant) -> Result<Handshake> {
-        key.check_len(self.allow_short_key)?;
         let mut random = [0u8; RANDOM_LEN];
         fill_random(&mut random)?;
-        let timeouts = Timeouts {
-            total: self.timeout,
-            first_message: self.first_message,
-        };
-        Ok(Handshake::new(
-            role,
-            key.clone(),
-            self.policy,
-            random,
-            now,
-            timeouts,
-        ))
+        let timeouts = self.timeouts(role);
+        Ok(match key.refusal(self.allow_short_key) {
+            None => Handshake::new(role, key.clone(), self.policy, random, now, timeouts),
+            Some(e) => Handshake::refusing(role, e, self.policy, random, now, timeouts),
+        })
     }
 }
 
@@ -177,6 +247,8 @@ impl Exchange {
                     // the server has already sent #FAILURE# and hung up, and
                     // that verdict, still here, explains the close.
                     self.take_arrived(stream, reader);
+                    // A refusal, if any, is the clearer reason.
+                    self.hs.transport_failed(AuthError::PeerClosed);
                     return match self.hs.status() {
                         Status::Failed(e) => Step::Failed(e.clone()),
                         _ => Step::Failed(AuthError::PeerClosed),
@@ -223,7 +295,8 @@ impl Exchange {
     ) -> bool {
         while self.hs.wants_message() {
             // A deadline that has passed: take what is here, wait for nothing.
-            match reader.read_with(stream, Some(Instant::now()), |m| self.hs.on_message(m)) {
+            let now = Instant::now();
+            match reader.read_with(stream, Some(now), |m| self.hs.on_message(now, m)) {
                 Ok(()) => {}
                 Err(Error::Timeout) => return true,
                 Err(e) => self.hs.transport_failed(handshake_error(e)),
@@ -289,8 +362,9 @@ mod tests {
 
     fn machine_with_key(role: Role, key: &[u8]) -> Handshake {
         let timeouts = Timeouts {
-            total: Duration::from_secs(5),
             first_message: None,
+            total: Some(Duration::from_secs(5)),
+            after_first: None,
         };
         let random = [u8::from(role == Role::Server); RANDOM_LEN];
         Handshake::new(
@@ -317,12 +391,12 @@ mod tests {
         let mut wire = Vec::new();
         while server.wants_message() {
             for m in server.take_output() {
-                client.on_message(&m);
+                client.on_message(Instant::now(), &m);
             }
             let said = client.take_output();
             for m in &said {
                 wire.extend_from_slice(&framed(m));
-                server.on_message(m);
+                server.on_message(Instant::now(), m);
             }
             if said.is_empty() {
                 break;
@@ -402,6 +476,37 @@ mod tests {
         }
     }
 
+    /// A client that refuses a legacy challenge sends the unverifiable
+    /// answer and reports its refusal, not what the server did next: a
+    /// verdict, a close, or a hang-up before the answer could be written.
+    #[test]
+    fn a_refusing_client_reports_its_refusal_however_the_server_goes_on() {
+        let legacy = framed(&[b"#CHALLENGE#".as_slice(), &[4; 20]].concat());
+        let verdict = [legacy.clone(), framed(b"#FAILURE#")].concat();
+        for (what, wire, hang_up) in [
+            ("a verdict", verdict, false),
+            ("a close", legacy.clone(), false),
+            ("a hang-up", legacy, true),
+        ] {
+            let mut stream = FakeStream::new(wire);
+            if hang_up {
+                stream = stream.hang_up_after_writes(0);
+            }
+            let mut reader = MessageReader::new(&stream, HANDSHAKE_MESSAGE_LIMIT);
+            let result = Exchange::new(machine(Role::Client)).drive_blocking(&stream, &mut reader);
+            assert!(
+                matches!(result, Err(Error::Auth(AuthError::LegacyRefused))),
+                "{what}: {result:?}"
+            );
+            let expected = if hang_up {
+                Vec::new()
+            } else {
+                framed(crate::proto::auth::UNVERIFIABLE_ANSWER)
+            };
+            assert_eq!(stream.written(), expected, "{what}");
+        }
+    }
+
     /// A client with the wrong key pipelines its challenge behind its
     /// answer; the server may read the answer, send #FAILURE# and hang up
     /// before the challenge goes out. The challenge's write then fails, but
@@ -413,9 +518,9 @@ mod tests {
         let mut server = machine(Role::Server);
         let mut client = machine_with_key(Role::Client, b"not the handshake test key");
         let challenge = server.take_output().remove(0);
-        client.on_message(&challenge);
+        client.on_message(Instant::now(), &challenge);
         for m in client.take_output() {
-            server.on_message(&m);
+            server.on_message(Instant::now(), &m);
         }
         let verdict = server.take_output().remove(0);
         assert_eq!(verdict, b"#FAILURE#");

@@ -69,10 +69,16 @@ impl AuthKey {
 
     /// Refuses keys shorter than [`MIN_KEY_LEN`] unless `allow_short` is set.
     pub(crate) fn check_len(&self, allow_short: bool) -> Result<()> {
-        if self.0.len() < MIN_KEY_LEN && !allow_short {
-            return Err(Error::Auth(AuthError::KeyTooShort(self.0.len())));
+        match self.refusal(allow_short) {
+            Some(e) => Err(Error::Auth(e)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Why this key is refused, if it is: shorter than [`MIN_KEY_LEN`]
+    /// while `allow_short` is not set.
+    pub(crate) fn refusal(&self, allow_short: bool) -> Option<AuthError> {
+        (self.0.len() < MIN_KEY_LEN && !allow_short).then(|| AuthError::KeyTooShort(self.0.len()))
     }
 }
 

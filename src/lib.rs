@@ -51,7 +51,7 @@ pub use credentials::{PeerCredentials, PeerUser};
 pub use error::{
     AddressError, AuthError, CodecError, DescriptorError, Error, ProtocolError, Result,
 };
-pub use handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeOptions};
 pub use key::{AuthKey, MIN_KEY_LEN};
 pub use listener::{
     DEFAULT_BACKLOG, DEFAULT_MAX_PENDING, HandshakeFailure, Incoming, Listener, ListenerOptions,

@@ -145,8 +145,11 @@ impl Drop for Place {
 fn run_clients(config: &Config, address: &Address, key: &AuthKey) -> Vec<Outcome> {
     let start = Instant::now();
     let spacing = Duration::from_secs_f64(config.seconds / config.clients as f64);
+    // A client waits for the challenge without a limit by default: under a
+    // flood that measures service, one that is never served must give up.
     let options = ClientOptions::new()
         .connect_timeout(Some(config.client_timeout))
+        .challenge_timeout(Some(config.client_timeout))
         .handshake_timeout(config.client_timeout);
     let threads: Vec<_> = (0..config.clients)
         .map(|i| {

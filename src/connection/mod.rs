@@ -9,8 +9,6 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 use crate::handshake::Proof;
-use crate::key::AuthKey;
-use crate::proto::auth::Role;
 use crate::proto::codec::Codec;
 use crate::sys;
 use crate::transport::{Endpoint, MessageReader};
@@ -387,30 +385,25 @@ impl Connection<Unverified> {
     }
 
     /// Runs the handshake as the listener's side (deliver a challenge, then
-    /// answer one) with default options.
+    /// answer one) with default options: CPython's `deliver_challenge` then
+    /// `answer_challenge`. [`authenticate_as_server_with`](Self::authenticate_as_server_with)
+    /// takes options (legacy MD5 for Python 3.8 to 3.11, deadlines, ...).
     ///
     /// # Errors
-    /// [`Error::Auth`](crate::Error::Auth) when the peer does not hold the key,
-    /// misbehaves, or the handshake does not finish within the default deadline.
+    /// As [`authenticate_as_server_with`](Self::authenticate_as_server_with).
     pub fn authenticate_as_server(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
-        self.authenticate(
-            &crate::handshake::HandshakeOptions::default(),
-            Role::Server,
-            &AuthKey::new(authkey),
-        )
+        self.authenticate_as_server_with(authkey, &crate::HandshakeOptions::default())
     }
 
     /// Runs the handshake as the client's side (answer a challenge, then
-    /// deliver one) with default options.
+    /// deliver one) with default options: CPython's `answer_challenge` then
+    /// `deliver_challenge`. [`authenticate_as_client_with`](Self::authenticate_as_client_with)
+    /// takes options.
     ///
     /// # Errors
-    /// As [`authenticate_as_server`](Self::authenticate_as_server).
+    /// As [`authenticate_as_client_with`](Self::authenticate_as_client_with).
     pub fn authenticate_as_client(self, authkey: &[u8]) -> Result<Connection<Authenticated>> {
-        self.authenticate(
-            &crate::handshake::HandshakeOptions::default(),
-            Role::Client,
-            &AuthKey::new(authkey),
-        )
+        self.authenticate_as_client_with(authkey, &crate::HandshakeOptions::default())
     }
 }
 

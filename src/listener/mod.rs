@@ -126,10 +126,7 @@ impl fmt::Debug for ListenerOptions {
 impl Default for ListenerOptions {
     fn default() -> Self {
         ListenerOptions {
-            handshake: HandshakeOptions {
-                first_message: Some(DEFAULT_FIRST_ANSWER_TIMEOUT),
-                ..HandshakeOptions::default()
-            },
+            handshake: HandshakeOptions::new().first_answer_timeout(DEFAULT_FIRST_ANSWER_TIMEOUT),
             backlog: DEFAULT_BACKLOG,
             max_pending: DEFAULT_MAX_PENDING,
             accept_timeout: None,
@@ -149,7 +146,7 @@ impl ListenerOptions {
         Self::default()
     }
 
-    crate::handshake::handshake_builder_methods!();
+    crate::handshake::handshake_builder_methods!(handshake);
 
     /// How long a client may take to answer the listener's challenge
     /// (default [`DEFAULT_FIRST_ANSWER_TIMEOUT`], 1 s; `Duration::MAX` leaves only the
@@ -157,7 +154,7 @@ impl ListenerOptions {
     /// said nothing by then is dropped, so a silent connection holds a
     /// pending slot for a second, not for the whole handshake deadline.
     pub fn first_answer_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake.first_message = Some(timeout);
+        self.handshake = self.handshake.first_answer_timeout(timeout);
         self
     }
 

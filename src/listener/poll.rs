@@ -426,7 +426,7 @@ impl Engine {
     fn eviction_candidate(&self) -> Option<(usize, Instant)> {
         let grace = self
             .answers
-            .grace(self.opts.handshake.first_message.unwrap_or(Duration::MAX));
+            .grace(self.opts.handshake.first_answer.unwrap_or(Duration::MAX));
         let (slot, p) = self
             .pending
             .iter()

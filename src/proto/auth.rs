@@ -23,9 +23,24 @@
 //!
 //! **Deadlines** live in the machine, as quinn-proto's timers do: a driver
 //! asks [`Handshake::poll_timeout`] when the machine next needs time, and
-//! calls [`Handshake::handle_timeout`] once that moment has passed. There is
-//! a deadline for the whole exchange, and a shorter one for the peer's first
-//! message, so that a silent peer is told apart from a slow one early.
+//! calls [`Handshake::handle_timeout`] once that moment has passed. There
+//! are three, each optional ([`Timeouts`]): one for the peer's first
+//! message and one for the whole exchange, both counted from the start, and
+//! one for the rest of the exchange, counted from the peer's first message.
+//! A listener uses the first two, so that a silent client is told apart
+//! from a slow one early; a client uses the first and the third, so that it
+//! can wait for a listener that has not begun (a sequential CPython server
+//! busy with another client) and still bound the exchange once it has.
+//!
+//! **Refusals the peer can read.** A challenge this side understands but
+//! will not answer (legacy MD5 or a digest it does not allow, or any
+//! challenge at all when its own key is refused) gets an answer that cannot
+//! verify instead of a closed connection, and the machine stays for the
+//! peer's verdict before it fails with its own reason: a CPython peer then
+//! raises `AuthenticationError` ("digest received was wrong"), not
+//! `EOFError`, and it is not cut off while it writes `#FAILURE#`. The
+//! answer is fixed ([`UNVERIFIABLE_ANSWER`]); no MAC is computed over a
+//! refused challenge. A refused answer gets `#FAILURE#`, as in CPython.
 //!
 //! **Reflection.** The 40 random bytes of a challenge end in a 16-byte tag,
 //! an HMAC of the first 24 under the key and the sender's role. CPython
@@ -61,6 +76,25 @@ const FAILURE: &[u8] = b"#FAILURE#";
 const LEGACY_CHALLENGE_LEN: usize = 20;
 /// A legacy client's answer: a bare HMAC-MD5.
 const LEGACY_RESPONSE_LEN: usize = 16;
+/// What a side that refuses a challenge sends in place of an answer:
+/// `{sha256}` and 32 zero bytes. It names a digest every peer accepts, so
+/// that a CPython peer of any version compares it and reports a wrong digest
+/// (3.8 to 3.11 compare it whole with their MD5 and fail as well), and no key
+/// gives a MAC of all zeros but by a 2^-256 chance. It holds nothing of the
+/// key or the challenge, and an mpconn peer recognises it
+/// ([`AuthError::ChallengeRefused`]).
+pub const UNVERIFIABLE_ANSWER: &[u8] = &unverifiable_answer();
+
+const fn unverifiable_answer() -> [u8; 8 + 32] {
+    let mut answer = [0; 8 + 32];
+    let name = b"{sha256}";
+    let mut i = 0;
+    while i < name.len() {
+        answer[i] = name[i];
+        i += 1;
+    }
+    answer
+}
 
 /// The HMAC digests of CPython's `_ALLOWED_DIGESTS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,14 +189,19 @@ impl Default for AuthPolicy {
     }
 }
 
-/// The deadlines of one handshake, counted from its start.
+/// The deadlines of one handshake. Each is optional (`None`: no such
+/// deadline), and a duration past what an [`Instant`] can hold means none
+/// as well; the nearest one that is set applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// The whole exchange.
-    pub total: Duration,
     /// The peer's first message (the server's challenge, or the client's
-    /// answer to it). `None`: only the total applies.
+    /// answer to ours), counted from the start.
     pub first_message: Option<Duration>,
+    /// The whole exchange, counted from the start.
+    pub total: Option<Duration>,
+    /// The rest of the exchange, counted from the arrival of the peer's
+    /// first message.
+    pub after_first: Option<Duration>,
 }
 
 /// Which side of the handshake a machine plays.
@@ -213,8 +252,16 @@ pub struct Handshake {
     total_deadline: Option<Instant>,
     /// When the peer's first message must have arrived; cleared by it.
     first_deadline: Option<Instant>,
+    /// The deadline the peer's first message starts, for the rest.
+    after_first: Option<Duration>,
+    /// When the rest of the exchange must have finished, once it started.
+    rest_deadline: Option<Instant>,
     /// Whole messages taken from the peer.
     received: u32,
+    /// Why this side will not complete the handshake, once it has decided
+    /// so but plays on for the peer's sake (see the module docs): the error
+    /// the machine ends with, whatever the peer does next.
+    refusal: Option<AuthError>,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -239,6 +286,36 @@ impl Handshake {
         now: Instant,
         timeouts: Timeouts,
     ) -> Self {
+        Self::with_refusal(role, key, policy, random, now, timeouts, None)
+    }
+
+    /// Starts a handshake that this side has already refused (its own key
+    /// is refused, say): it holds no key, plays its part only so that the
+    /// peer reads an authentication failure (`#FAILURE#` for the peer's
+    /// answer, [`UNVERIFIABLE_ANSWER`] for its challenge), and ends with
+    /// `refusal` however the peer goes on.
+    pub fn refusing(
+        role: Role,
+        refusal: AuthError,
+        policy: AuthPolicy,
+        random: [u8; RANDOM_LEN],
+        now: Instant,
+        timeouts: Timeouts,
+    ) -> Self {
+        // The role tag is made with the empty key: it reveals nothing.
+        let key = AuthKey::new(b"");
+        Self::with_refusal(role, key, policy, random, now, timeouts, Some(refusal))
+    }
+
+    fn with_refusal(
+        role: Role,
+        key: AuthKey,
+        policy: AuthPolicy,
+        random: [u8; RANDOM_LEN],
+        now: Instant,
+        timeouts: Timeouts,
+        refusal: Option<AuthError>,
+    ) -> Self {
         let mut ours = Vec::with_capacity(16 + NONCE_LEN);
         ours.push(b'{');
         ours.extend_from_slice(policy.challenge_digest.name().as_bytes());
@@ -253,9 +330,12 @@ impl Handshake {
             expect: None,
             status: Status::InProgress,
             output: Vec::with_capacity(2),
-            total_deadline: now.checked_add(timeouts.total),
+            total_deadline: timeouts.total.and_then(|d| now.checked_add(d)),
             first_deadline: timeouts.first_message.and_then(|d| now.checked_add(d)),
+            after_first: timeouts.after_first,
+            rest_deadline: None,
             received: 0,
+            refusal,
         };
         match role {
             Role::Server => {
@@ -285,18 +365,26 @@ impl Handshake {
     pub fn poll_timeout(&self) -> Option<Instant> {
         // An ended machine needs no time.
         self.expect?;
-        match (self.total_deadline, self.first_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.total_deadline, self.first_deadline, self.rest_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Tells the machine that time has reached `now`: past a deadline, a
-    /// running handshake fails with [`AuthError::TimedOut`].
+    /// running handshake fails with [`AuthError::TimedOut`], or with
+    /// [`AuthError::NoChallenge`] when a client's wait for the server's
+    /// challenge ran out (or with its refusal, once it has refused).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|t| t <= now) {
-            self.fail(AuthError::TimedOut);
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
         }
+        let silent = self.first_deadline.is_some_and(|t| t <= now);
+        let error = match self.role {
+            Role::Client if silent => AuthError::NoChallenge,
+            _ => AuthError::TimedOut,
+        };
+        self.transport_failed(error);
     }
 
     /// How many whole messages the peer has sent so far.
@@ -323,15 +411,18 @@ impl Handshake {
         self.expect.is_some()
     }
 
-    /// Acts on one whole message from the peer. A message the machine does
-    /// not expect any more (after its verdict) is ignored: drivers stop
-    /// reading once the handshake has ended.
-    pub fn on_message(&mut self, message: &[u8]) {
+    /// Acts on one whole message from the peer, which arrived at `now`. A
+    /// message the machine does not expect any more (after its verdict) is
+    /// ignored: drivers stop reading once the handshake has ended.
+    pub fn on_message(&mut self, now: Instant, message: &[u8]) {
         let Some(expect) = self.expect else {
             return;
         };
+        if self.received == 0 {
+            self.first_deadline = None;
+            self.rest_deadline = self.after_first.and_then(|d| now.checked_add(d));
+        }
         self.received = self.received.saturating_add(1);
-        self.first_deadline = None;
         let result = if message.len() > MAX_MESSAGE {
             Err(AuthError::MessageTooLarge(message.len() as u64))
         } else {
@@ -354,21 +445,39 @@ impl Handshake {
 
     /// The transport could not deliver the peer's next message (a frame
     /// past [`MAX_MESSAGE`], a malformed header, the end of the stream): a
-    /// failure unless the handshake had finished.
+    /// failure unless the handshake had finished. A machine that has
+    /// refused the peer fails with its refusal, the clearer reason.
     pub fn transport_failed(&mut self, e: AuthError) {
         if self.expect.is_some() {
+            let e = self.refusal.take().unwrap_or(e);
             self.fail(e);
         }
     }
 
     fn on_challenge(&mut self, message: &[u8]) -> Result<(), AuthError> {
         let Some(challenge) = message.strip_prefix(CHALLENGE) else {
+            // Not a challenge at all: CPython too closes without a word, and
+            // an answer could be taken for a message by a peer that runs no
+            // handshake.
             return Err(AuthError::Malformed("expected #CHALLENGE#"));
         };
+        if self.refusal.is_some() {
+            self.refuse_challenge(None);
+            return Ok(());
+        }
+        // Only an attacker reflects a challenge (CPython's are random): it
+        // gets nothing, not even an unverifiable answer.
         if self.carries_our_role_tag(challenge) {
             return Err(AuthError::Reflected);
         }
-        let answer = self.answer(challenge)?;
+        let answer = match self.answer(challenge) {
+            Ok(answer) => answer,
+            Err(e @ (AuthError::LegacyRefused | AuthError::DigestRefused(_))) => {
+                self.refuse_challenge(Some(e));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         self.queue(&answer);
         if self.role == Role::Client {
             // Pipelined: our challenge rides with our answer.
@@ -429,8 +538,22 @@ impl Handshake {
         Ok((digest, &inner[close + 1..]))
     }
 
+    /// Answers a challenge we refuse with [`UNVERIFIABLE_ANSWER`] and waits
+    /// for the peer's verdict, to fail then with `refusal` (or the refusal
+    /// decided at the start).
+    fn refuse_challenge(&mut self, refusal: Option<AuthError>) {
+        if let Some(e) = refusal {
+            self.refusal = Some(e);
+        }
+        self.queue(UNVERIFIABLE_ANSWER);
+        self.expect = Some(Expect::Verdict);
+    }
+
     fn on_response(&mut self, response: &[u8]) -> Result<(), AuthError> {
-        let verdict = self.check_response(response);
+        let verdict = match self.refusal.take() {
+            Some(refusal) => Err(refusal),
+            None => self.check_response(response),
+        };
         self.queue(if verdict.is_ok() { WELCOME } else { FAILURE });
         verdict?;
         match self.role {
@@ -441,6 +564,9 @@ impl Handshake {
     }
 
     fn check_response(&self, response: &[u8]) -> Result<(), AuthError> {
+        if response == UNVERIFIABLE_ANSWER {
+            return Err(AuthError::ChallengeRefused);
+        }
         let key = self.key.as_bytes();
         if response.len() == LEGACY_RESPONSE_LEN {
             if !self.policy.allow_legacy_md5 {
@@ -459,6 +585,10 @@ impl Handshake {
     }
 
     fn on_verdict(&mut self, verdict: &[u8]) -> Result<(), AuthError> {
+        // Whatever the peer thinks of an answer we refused to give.
+        if let Some(refusal) = self.refusal.take() {
+            return Err(refusal);
+        }
         if verdict != WELCOME {
             return Err(AuthError::Rejected);
         }
