@@ -285,11 +285,14 @@ mod far_end {
     fn auth(args: &Args) -> Outcome {
         let conn = args.connection()?;
         let key = unhex(args.one("--key")?)?;
-        // The handshake options (legacy MD5 for Python 3.8 to 3.11, short
-        // keys) cannot be given to an adopted connection yet.
+        // The handshake options the Python peer needs (legacy MD5 for
+        // Python 3.8 to 3.11, short keys), as on a listener or client.
+        let options = mpconn::HandshakeOptions::new()
+            .allow_legacy_md5(args.flag("--legacy"))
+            .allow_short_key(args.flag("--short-key"));
         let mut conn = match args.one("--role")? {
-            "server" => conn.authenticate_as_server(&key)?,
-            "client" => conn.authenticate_as_client(&key)?,
+            "server" => conn.authenticate_as_server_with(&key, &options)?,
+            "client" => conn.authenticate_as_client_with(&key, &options)?,
             other => return Err(fail(format!("unknown role {other}"))),
         };
         conn.send_bytes(b"authenticated")?;
