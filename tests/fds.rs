@@ -324,3 +324,65 @@ fn closing_a_connection_leaves_other_holders_of_its_socket_working() {
     drop(copy);
     assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
 }
+
+/// Whether the pipe whose read end is `r` reports that every write end is
+/// closed (POLLHUP with nothing to read) within `ms` milliseconds.
+fn hung_up_within(r: &std::fs::File, ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n == 1 && pfd.revents & libc::POLLHUP != 0
+}
+
+#[test]
+fn a_silent_peer_cannot_make_a_listener_hold_its_descriptors() {
+    // Before any handshake, a peer sends one byte carrying a descriptor (a
+    // header it never finishes) and then nothing. The listener's handshake
+    // read must close the descriptor at once, not hold it until the
+    // handshake's deadline (30 s here), or a few such peers fill the
+    // listener's descriptor table.
+    let _w = watchdog(60);
+    let listener: Listener = mpconn::ListenerOptions::new()
+        .first_answer_timeout(std::time::Duration::from_secs(30))
+        .handshake_timeout(std::time::Duration::from_secs(30))
+        .bind(local_address("silent-fds"), KEY)
+        .unwrap();
+    let path = match listener.address() {
+        mpconn::Address::Unix(p) => p.clone(),
+        other => panic!("not a Unix address: {other:?}"),
+    };
+    let accepting = thread::spawn(move || {
+        let _ = listener.accept_timeout(std::time::Duration::from_secs(3));
+    });
+    let attacker = UnixStream::connect(&path).unwrap();
+    let (r, w) = os_pipe();
+    raw_sendmsg(&attacker, 0, &[w.as_raw_fd()]);
+    drop(w);
+    assert!(
+        hung_up_within(&r, 2000),
+        "the listener still holds the descriptor a silent peer sent"
+    );
+    drop(attacker);
+    accepting.join().unwrap();
+}
+
+#[test]
+fn descriptors_inside_an_unfinished_header_are_closed_when_the_receive_times_out() {
+    let _w = watchdog(20);
+    let (mut conn, peer) = unverified_pair();
+    let (r, w) = os_pipe();
+    // Three bytes of a header, the third carrying a descriptor, and no more.
+    (&peer).write_all(&[0, 0]).unwrap();
+    raw_sendmsg(&peer, 0, &[w.as_raw_fd()]);
+    drop(w);
+    assert!(matches!(
+        conn.recv_bytes_timeout(std::time::Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    assert!(hung_up_within(&r, 0), "a header byte's descriptor was kept");
+    drop(peer);
+}

@@ -186,7 +186,10 @@ impl FrameReader {
                     s.read(&mut out[got..])
                 })
             } else {
-                self.fill(stream, deadline)
+                let filled = self.fill(stream, deadline);
+                // The buffer was empty: the frame's rest starts at `pos`.
+                self.close_passed_before(self.pos.saturating_add(len - got));
+                filled
             };
             match step {
                 Ok(0) => return Err(self.truncated(len, got)),
@@ -242,9 +245,12 @@ impl FrameReader {
                         len,
                         data: Vec::new(),
                     });
+                    self.close_passed_before(self.pos.saturating_add(len));
                     return Ok(len);
                 }
                 Ok(None) => {
+                    // Every byte here belongs to the header being read.
+                    self.close_passed_before(self.buf.len());
                     let have = self.buffered().len();
                     if self.fill(stream, deadline)? == 0 {
                         if have == 0 {
@@ -293,7 +299,10 @@ impl FrameReader {
                     s.read_spare(data, need)
                 })?
             } else {
-                self.fill(stream, deadline)?
+                let n = self.fill(stream, deadline)?;
+                // The buffer was empty: the frame's rest starts at `pos`.
+                self.close_passed_before(self.pos.saturating_add(need));
+                n
             };
             if n == 0 {
                 let (len, got) = self
@@ -302,6 +311,16 @@ impl FrameReader {
                     .map_or((0, 0), |p| (p.len, p.data.len()));
                 return Err(self.truncated(len, got));
             }
+        }
+    }
+
+    /// Closes descriptors whose byte lies before buffer index `end`: inside
+    /// the message being read, where nobody will ask for them. Done as soon
+    /// as that is known, so that a peer cannot make a connection hold
+    /// descriptors by leaving a header or payload unfinished.
+    fn close_passed_before(&mut self, end: usize) {
+        if self.passed.as_ref().is_some_and(|p| p.0 < end) {
+            self.passed = None;
         }
     }
 
