@@ -93,7 +93,8 @@ pub enum DescriptorError {
         max: usize,
     },
     /// This connection cannot carry descriptors: only a Unix-domain socket
-    /// can (not TCP, not a pipe).
+    /// can (not TCP, not a pipe), on Linux and Android (the platforms where
+    /// descriptor passing is built and tested).
     Unsupported,
 }
 
@@ -251,7 +252,7 @@ impl fmt::Display for DescriptorError {
                 write!(f, "a message carries 1 to {max} descriptors, not {count}")
             }
             DescriptorError::Unsupported => {
-                f.write_str("descriptors travel only over a Unix-domain socket")
+                f.write_str("descriptors travel only over a Unix-domain socket, on linux and android")
             }
         }
     }

@@ -386,3 +386,57 @@ fn descriptors_inside_an_unfinished_header_are_closed_when_the_receive_times_out
     assert!(hung_up_within(&r, 0), "a header byte's descriptor was kept");
     drop(peer);
 }
+
+#[test]
+fn descriptors_read_ahead_go_along_with_a_connection_handed_over() {
+    let _w = watchdog(30);
+    let listener = Listener::bind(local_address("handover-fds"), KEY).unwrap();
+    let addr = listener.address().clone();
+    let (mut r, w) = os_pipe();
+    let client = thread::spawn(move || {
+        let mut conn = Client::connect(&addr, KEY).unwrap();
+        conn.send_bytes(b"first").unwrap();
+        conn.send_fds(&[w.as_fd()]).unwrap();
+        conn.send_bytes(b"second").unwrap();
+        drop(w);
+        assert_eq!(conn.recv_bytes().unwrap(), b"done");
+    });
+    let mut accepted = listener.accept().unwrap();
+    // Wait until the descriptor and the second message are here too, so
+    // that receiving the first message reads them ahead.
+    thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(accepted.recv_bytes().unwrap(), b"first");
+    let (mut coordinator, mut worker) = mpconn::pipe().unwrap();
+    coordinator.send_connection(accepted).unwrap();
+    let mut served: Connection = worker.recv_connection().unwrap();
+    let mut fds = served.recv_fds().unwrap();
+    assert_eq!(fds.len(), 1);
+    std::fs::File::from(fds.pop().unwrap())
+        .write_all(b"through the handed-over descriptor")
+        .unwrap();
+    assert_eq!(served.recv_bytes().unwrap(), b"second");
+    served.send_bytes(b"done").unwrap();
+    client.join().unwrap();
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "through the handed-over descriptor");
+}
+
+#[test]
+fn a_message_that_is_not_a_hand_over_is_a_clear_error() {
+    let _w = watchdog(20);
+    let (mut a, mut b) = mpconn::pipe().unwrap();
+    let (r, _w) = os_pipe();
+    a.send_fds(&[r.as_fd()]).unwrap();
+    a.send_bytes(b"short").unwrap();
+    match b.recv_connection() {
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {}
+        other => panic!("expected InvalidData, got {other:?}"),
+    }
+    let mut bad = u64::to_le_bytes(100).to_vec();
+    bad.push(1);
+    bad.extend_from_slice(b"only ten b");
+    a.send_fds(&[r.as_fd()]).unwrap();
+    a.send_bytes(&bad).unwrap();
+    assert!(matches!(b.recv_connection(), Err(Error::Io(_))));
+}

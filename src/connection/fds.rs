@@ -74,7 +74,7 @@ impl<T: Trust> SendHalf<T> {
     /// # Errors
     /// [`DescriptorError::Count`] for none or more than [`MAX_FDS`],
     /// [`DescriptorError::Unsupported`] unless this is a Unix-domain
-    /// socket, and the errors of [`send_bytes`](Self::send_bytes).
+    /// socket on Linux or Android, and the errors of [`send_bytes`](Self::send_bytes).
     pub fn send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
         self.tx.send_fds(fds)
     }
@@ -82,26 +82,68 @@ impl<T: Trust> SendHalf<T> {
     /// Hands `conn` to the peer process, which takes it with
     /// [`recv_connection`](RecvHalf::recv_connection): the prefork
     /// pattern, where one process accepts and authenticates and another
-    /// serves. Its descriptor goes with [`send_fds`](Self::send_fds), then
-    /// one message holds every byte this process had read from it and not
-    /// received (empty when there are none), so nothing the far end sent is
-    /// lost. Its queued batch is sent first. This process's copy is closed
-    /// afterwards, as by dropping it; whatever happens, `conn` is gone from
-    /// this process.
+    /// serves. Nothing the far end sent is lost: what this process had
+    /// read from `conn` and not received goes along, and so do descriptors
+    /// that arrived with those bytes and were not received. Its queued
+    /// batch is sent first. This process's copy is closed afterwards, as
+    /// by dropping it; whatever happens, `conn` is gone from this process.
     ///
-    /// Only an [`Authenticated`] connection can be handed on this way, so
-    /// that a connection nobody authenticated never arrives with the trust
-    /// of one that was: see `recv_connection`.
+    /// On the wire (between mpconn ends): the connection's descriptor with
+    /// [`send_fds`](Self::send_fds), then one message: an 8-byte
+    /// little-endian index into the bytes that follow it (`u64::MAX` for
+    /// none), one flag byte (1: descriptors came with the byte at that
+    /// index and follow this message with `send_fds`; 2: the operating
+    /// system had cut that set short), then the bytes read and not
+    /// received.
+    ///
+    /// Only a `Connection<Authenticated>` can be handed on this way, so
+    /// that an [`Unverified`](super::Unverified) one never arrives with the
+    /// trust of an authenticated one: see `recv_connection`. (A `pipe()`
+    /// end, and a connection trusted with
+    /// `dangerous_trust_without_authentication`, are authenticated too.)
     ///
     /// # Errors
     /// As [`send_fds`](Self::send_fds), and those of flushing `conn`.
     pub fn send_connection(&mut self, conn: Connection<Authenticated>) -> Result<()> {
         let Connection { mut tx, mut rx } = conn;
         tx.tx.flush()?;
-        let unread = rx.rx.take_unread();
+        let (unread, pending) = rx.rx.take_unread();
+        let mut message = Vec::with_capacity(HANDOVER_HEADER + unread.len());
+        let (at, flags) = match &pending {
+            None => (u64::MAX, 0),
+            Some((at, set)) => {
+                let follow = if set.fds.is_empty() { 0 } else { FDS_FOLLOW };
+                let cut = if set.truncated { FDS_TRUNCATED } else { 0 };
+                (*at as u64, follow | cut)
+            }
+        };
+        message.extend_from_slice(&at.to_le_bytes());
+        message.push(flags);
+        message.extend_from_slice(&unread);
         self.tx.send_fds(&[tx.endpoint().stream().as_fd()])?;
-        self.tx.send_bytes(&unread)
+        self.tx.send_bytes(&message)?;
+        if let Some((_, set)) = pending
+            && !set.fds.is_empty()
+        {
+            let fds: Vec<BorrowedFd<'_>> = set.fds.iter().map(AsFd::as_fd).collect();
+            self.tx.send_fds(&fds)?;
+        }
+        Ok(())
     }
+}
+
+/// The hand-over message's header: the index (8 bytes) and the flags.
+const HANDOVER_HEADER: usize = 9;
+/// Descriptors follow the hand-over message.
+const FDS_FOLLOW: u8 = 1;
+/// The set that follows was cut short by the sender's operating system.
+const FDS_TRUNCATED: u8 = 2;
+
+fn malformed_handover(what: &str) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("malformed connection hand-over message: {what}"),
+    ))
 }
 
 impl<T: Trust> RecvHalf<T> {
@@ -121,7 +163,8 @@ impl<T: Trust> RecvHalf<T> {
     /// count than arrived, and [`DescriptorError::Truncated`] when the
     /// operating system could not deliver them all (this process ran out of
     /// descriptors): in both cases every descriptor that arrived is closed;
-    /// [`DescriptorError::Unsupported`] unless this is a Unix-domain socket;
+    /// [`DescriptorError::Unsupported`] unless this is a Unix-domain socket
+    /// on Linux or Android;
     /// [`Error::Eof`](crate::Error::Eof) when the peer closed.
     pub fn recv_fds(&mut self) -> Result<Vec<OwnedFd>> {
         self.rx.recv_fds()
@@ -147,7 +190,8 @@ impl<T: Trust> RecvHalf<T> {
     /// As [`recv_fds`](Self::recv_fds);
     /// [`DescriptorError::CountMismatch`] when other than one descriptor
     /// came (all are closed); then as [`recv_bytes`](Self::recv_bytes) for
-    /// the bytes behind it.
+    /// the message behind it, and `Error::Io` of kind `InvalidData` when
+    /// that message is not a hand-over message (see `send_connection`).
     pub fn recv_connection(&mut self) -> Result<Connection<T>> {
         let mut fds = self.rx.recv_fds()?;
         if fds.len() != 1 {
@@ -157,10 +201,30 @@ impl<T: Trust> RecvHalf<T> {
             }));
         }
         let fd = fds.pop().expect("one descriptor, checked above");
-        let unread = self.rx.recv_bytes(None)?;
+        let message = self.rx.recv_bytes(None)?;
+        if message.len() < HANDOVER_HEADER {
+            return Err(malformed_handover("shorter than its header"));
+        }
+        let (header, unread) = message.split_at(HANDOVER_HEADER);
+        let mut at = [0; 8];
+        at.copy_from_slice(&header[..8]);
+        let (at, flags) = (u64::from_le_bytes(at), header[8]);
+        let passed = match at {
+            u64::MAX => None,
+            at if at < unread.len() as u64 => {
+                let fds = match flags & FDS_FOLLOW {
+                    0 => Vec::new(),
+                    _ => self.rx.recv_fds()?,
+                };
+                let truncated = flags & FDS_TRUNCATED != 0;
+                Some((at as usize, sys::Passed { fds, truncated }))
+            }
+            _ => return Err(malformed_handover("an index beyond its bytes")),
+        };
+        let unread = unread.to_vec();
         let max = self.rx.max_message();
         let endpoint = Arc::new(Endpoint::new(sys::Stream::from_fd(fd)));
-        let reader = MessageReader::from(FrameReader::with_unread(unread, max));
+        let reader = MessageReader::from(FrameReader::with_unread(unread, passed, max));
         let mut rx = Receiver::with_reader(endpoint.clone(), reader, max);
         rx.codec = self.rx.codec;
         let mut tx = Sender::new(endpoint);

@@ -268,7 +268,7 @@ impl Receiver {
 
     /// What the reader holds unread, for another owner of the stream.
     #[cfg(unix)]
-    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+    pub(crate) fn take_unread(&mut self) -> (Vec<u8>, Option<(usize, crate::sys::Passed)>) {
         self.reader.take_unread()
     }
 }

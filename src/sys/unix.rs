@@ -107,9 +107,14 @@ impl Stream {
         &self.fd
     }
 
-    /// Whether descriptors can travel over this stream (a Unix socket).
+    /// Whether descriptors can travel over this stream: a Unix socket, on
+    /// Linux and Android. Elsewhere the kernels attach descriptors to the
+    /// bytes of a stream differently (the BSDs and macOS hand them over with
+    /// the first byte of a read, and may read on), and CPython on macOS
+    /// adds an acknowledgement byte; neither is built or tested here, so
+    /// descriptor passing says `Unsupported` there rather than guess.
     pub fn passes_fds(&self) -> bool {
-        self.kind == Kind::Unix
+        self.kind == Kind::Unix && cfg!(any(target_os = "linux", target_os = "android"))
     }
 
     /// One `recv` (or `read`) into `buf`.
@@ -141,7 +146,7 @@ impl Stream {
         max: usize,
         passed: &mut Option<Passed>,
     ) -> io::Result<usize> {
-        if self.kind != Kind::Unix {
+        if !self.passes_fds() {
             return self.read_spare(v, max);
         }
         self.read_spare_with(v, max, |s, spare| {
@@ -182,7 +187,7 @@ impl Stream {
         fds: &[BorrowedFd<'_>],
         nonblocking: bool,
     ) -> io::Result<usize> {
-        if self.kind != Kind::Unix {
+        if !self.passes_fds() {
             return Err(not_unix_socket());
         }
         fds::send(self.fd.as_raw_fd(), byte, fds, nonblocking)
@@ -257,7 +262,7 @@ impl Stream {
 fn not_unix_socket() -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
-        "descriptors travel only over a Unix-domain socket",
+        "descriptors travel only over a Unix-domain socket (on Linux and Android)",
     )
 }
 

@@ -118,7 +118,7 @@ impl MessageReader {
     /// Everything read and not yet received, as the stream carried it, for
     /// another owner of the stream (Unix).
     #[cfg(unix)]
-    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+    pub(crate) fn take_unread(&mut self) -> (Vec<u8>, Option<(usize, crate::sys::Passed)>) {
         let MessageReader::Frames(r) = self;
         r.take_unread()
     }

@@ -123,7 +123,7 @@ pub(crate) fn retry<S: ByteStream + ?Sized>(
         if deadline.is_some() && !stream.wait(interest, deadline)? {
             return Err(Error::Timeout);
         }
-        // Closing shuts the socket down, so an operation on a closed stream
+        // A CloseHandle shuts the socket down, so an operation on a closed stream
         // ends in end-of-stream or an error: only then is the flag worth a look.
         let result = op(stream);
         if matches!(result, Ok(0) | Err(_)) && stream.is_closed() {

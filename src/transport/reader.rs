@@ -66,10 +66,16 @@ impl FrameReader {
     }
 
     /// A reader whose stream begins with `unread`: bytes another reader
-    /// took from the same stream and did not consume (see `take_unread`).
+    /// took from the same stream and did not consume, with the descriptors
+    /// that came with one of them (see `take_unread`).
     #[cfg(unix)]
-    pub(crate) fn with_unread(unread: Vec<u8>, max_message: u64) -> Self {
+    pub(crate) fn with_unread(
+        unread: Vec<u8>,
+        passed: Option<(usize, sys::Passed)>,
+        max_message: u64,
+    ) -> Self {
         FrameReader {
+            passed: passed.filter(|(at, _)| *at < unread.len()).map(Box::new),
             buf: unread,
             ..FrameReader::new(max_message)
         }
@@ -77,10 +83,11 @@ impl FrameReader {
 
     /// Everything read from the stream and not yet received, as the bytes
     /// the stream carried (a message half received gets its header back),
-    /// leaving this reader empty: to hand the stream to another owner.
-    /// Descriptors that came with an unread byte are closed.
+    /// and the descriptors that came with one of those bytes, with its
+    /// index: to hand the stream to another owner. Leaves this reader
+    /// empty.
     #[cfg(unix)]
-    pub(crate) fn take_unread(&mut self) -> Vec<u8> {
+    pub(crate) fn take_unread(&mut self) -> (Vec<u8>, Option<(usize, sys::Passed)>) {
         let mut out = Vec::new();
         if let Some(p) = self.partial.take() {
             let mut header = [0; frame::MAX_HEADER];
@@ -88,11 +95,14 @@ impl FrameReader {
             out.extend_from_slice(&header[frame::MAX_HEADER - n..]);
             out.extend_from_slice(&p.data);
         }
+        let passed = self.passed.take().filter(|p| p.0 >= self.pos).map(|p| {
+            let (at, set) = *p;
+            (out.len() + at - self.pos, set)
+        });
         out.extend_from_slice(&self.buf[self.pos..]);
         self.buf = Vec::new();
         self.pos = 0;
-        self.passed = None;
-        out
+        (out, passed)
     }
 
     pub(crate) fn set_max_message(&mut self, max: u64) {

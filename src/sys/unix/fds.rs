@@ -2,7 +2,7 @@
 //! CPython's `multiprocessing.reduction.sendfds` uses: one byte holding the
 //! count modulo 256, with the descriptors attached to it.
 //!
-//! The kernel ends a read right after the bytes that carry descriptors, so
+//! Linux ends a read right after the bytes that carry descriptors, so
 //! descriptors that arrive belong to the last byte of the read that got
 //! them. [`recv`] reports them with that read; the transport above decides
 //! whether that byte is one a caller asked descriptors of.
@@ -64,16 +64,22 @@ pub fn recv(
     }
     let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control with msg_controllen bytes of
-    // well-formed control messages; the CMSG_* macros walk them within that
-    // length, and each SCM_RIGHTS payload is an array of descriptors that
-    // the kernel installed in this process for us, so we own them.
+    // control messages; the CMSG_* macros walk their headers within that
+    // length, each payload is read only within those bytes (`bytes` is
+    // capped above), and an SCM_RIGHTS payload is an array of descriptors
+    // that the kernel installed in this process for us, so we own them.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             let header = &*cmsg;
+            let data = libc::CMSG_DATA(cmsg);
+            let start = data as usize - control.as_ptr() as usize;
+            // A header that claims more than the kernel filled in (a message
+            // cut short elsewhere keeps its length), or less than itself, is
+            // read no further than the control bytes actually there.
+            let claimed = (header.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
+            let bytes = claimed.min((msg.msg_controllen as usize).saturating_sub(start));
             if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let bytes = header.cmsg_len as usize - (data as usize - cmsg as usize);
                 for i in 0..bytes / mem::size_of::<libc::c_int>() {
                     let raw = data
                         .add(i * mem::size_of::<libc::c_int>())
