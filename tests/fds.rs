@@ -12,22 +12,8 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::thread;
 
-use common::{KEY, child_role, local_address, spawn_child, watchdog};
+use common::{KEY, child_role, local_address, os_pipe, spawn_child, watchdog};
 use mpconn::{Client, Connection, DescriptorError, Error, Listener, MAX_FDS, Unverified};
-
-/// A fresh close-on-exec `pipe(2)`: (read end, write end).
-fn os_pipe() -> (std::fs::File, std::fs::File) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe succeeded, so both are fresh descriptors we own.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
-}
 
 fn is_cloexec(fd: &impl AsRawFd) -> bool {
     // SAFETY: F_GETFD on an open descriptor.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
@@ -16,12 +16,11 @@ use mpconn::{Connection, Error, Unverified, WaitSet, wait};
 
 /// A fresh close-on-exec `pipe(2)` as two connections: (reading end, writing end).
 fn pipe_ends() -> (Connection<Unverified>, Connection<Unverified>) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe succeeded, so both are fresh descriptors we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    (Connection::from(r), Connection::from(w))
+    let (r, w) = common::os_pipe();
+    (
+        Connection::from(OwnedFd::from(r)),
+        Connection::from(OwnedFd::from(w)),
+    )
 }
 
 #[test]

@@ -16,26 +16,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    KEY, PYTHON_VERSIONS, child_role, interpreters, is_legacy_python, unique_path, watchdog,
+    KEY, PYTHON_VERSIONS, child_role, interpreters, is_legacy_python, os_pipe, unique_path,
+    watchdog,
 };
 use mpconn::{Address, Connection, Error, Listener, ListenerOptions};
 
 fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A close-on-exec `pipe(2)`: (read end, write end).
-fn os_pipe() -> (std::fs::File, std::fs::File) {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
 }
 
 /// The Python side of the descriptor exchange, as a Client of our listener.

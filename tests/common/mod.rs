@@ -198,3 +198,19 @@ pub fn sha256_answer(key: &[u8], message: &[u8]) -> Vec<u8> {
     mac.update(message);
     [b"{sha256}".as_slice(), &mac.finalize().into_bytes()].concat()
 }
+
+/// A fresh close-on-exec `pipe(2)`: (read end, write end).
+#[cfg(unix)]
+pub fn os_pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as std::os::fd::RawFd; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}

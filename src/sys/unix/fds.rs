@@ -58,7 +58,7 @@ pub fn recv(
     // SAFETY: msg points to one iovec over `buf` (valid for writes of its
     // length) and to `control` (valid for writes of msg_controllen bytes);
     // all three live across the call.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, RECV_FLAGS) };
+    let n = unsafe { libc::recvmsg(fd, &mut msg, cloexec::RECV_FLAGS) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -91,21 +91,7 @@ pub fn recv(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    for fd in &fds {
-        // No MSG_CMSG_CLOEXEC here: set it now. A fork by another thread
-        // in between can still inherit the descriptor.
-        // fcntl(F_SETFD) fails only on a bad descriptor, and these are ours;
-        // the bytes are read, so an error here must not lose them anyway.
-        let _ = set_cloexec(fd.as_raw_fd());
-    }
+    cloexec::after_recv(&fds);
     let truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
     if !fds.is_empty() || truncated {
         *passed = Some(Passed { fds, truncated });
@@ -113,6 +99,9 @@ pub fn recv(
     Ok(n as usize)
 }
 
+/// Close-on-exec for received descriptors: asked of `recvmsg` where the
+/// kernel has `MSG_CMSG_CLOEXEC`, set right after elsewhere (where a fork
+/// by another thread in between can still inherit them).
 #[cfg(any(
     target_os = "linux",
     target_os = "android",
@@ -121,16 +110,11 @@ pub fn recv(
     target_os = "openbsd",
     target_os = "dragonfly"
 ))]
-const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
-const RECV_FLAGS: libc::c_int = 0;
+mod cloexec {
+    pub const RECV_FLAGS: libc::c_int = libc::MSG_CMSG_CLOEXEC;
+
+    pub fn after_recv(_fds: &[std::os::fd::OwnedFd]) {}
+}
 
 #[cfg(not(any(
     target_os = "linux",
@@ -140,13 +124,19 @@ const RECV_FLAGS: libc::c_int = 0;
     target_os = "openbsd",
     target_os = "dragonfly"
 )))]
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
-    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+mod cloexec {
+    use std::os::fd::AsRawFd;
+
+    pub const RECV_FLAGS: libc::c_int = 0;
+
+    pub fn after_recv(fds: &[std::os::fd::OwnedFd]) {
+        for fd in fds {
+            // SAFETY: fcntl on a descriptor we own, with integer arguments.
+            // It fails only on a bad descriptor, and the bytes are read
+            // already, so an error must not lose them: it is ignored.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
     }
-    Ok(())
 }
 
 /// One `sendmsg` of the single byte `byte` carrying `fds` (at most
