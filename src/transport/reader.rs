@@ -46,8 +46,8 @@ pub(crate) struct FrameReader {
     /// Small reads in a row, towards shrinking the buffer.
     quiet: u32,
     /// Descriptors that came with the byte at `buf[.0]` (a Unix socket's
-    /// `send_fds`), until that byte is taken by `read_passed` or consumed
-    /// as part of a message, which closes them at the next fill.
+    /// `send_fds`), until that byte is taken by `read_passed`; closed as
+    /// soon as that byte turns out to lie inside a message.
     passed: Option<Box<(usize, sys::Passed)>>,
 }
 
@@ -370,7 +370,7 @@ impl FrameReader {
             s.read_spare_passing(buf, usize::MAX, &mut passed)
         })?;
         if let Some(p) = passed {
-            // The kernel ends a read right after the byte that carries
+            // Linux ends a read right after the byte that carries
             // descriptors. One set waits at a time: an older one is behind
             // a byte that a message header is about to consume anyway
             // (only an empty buffer is filled for `read_passed`).
