@@ -342,14 +342,14 @@ fn a_silent_peer_cannot_make_a_listener_hold_its_descriptors() {
         other => panic!("not a Unix address: {other:?}"),
     };
     let accepting = thread::spawn(move || {
-        let _ = listener.accept_timeout(std::time::Duration::from_secs(3));
+        let _ = listener.accept_timeout(std::time::Duration::from_millis(1500));
     });
     let attacker = UnixStream::connect(&path).unwrap();
     let (r, w) = os_pipe();
     raw_sendmsg(&attacker, 0, &[w.as_raw_fd()]);
     drop(w);
     assert!(
-        hung_up_within(&r, 2000),
+        hung_up_within(&r, 1000),
         "the listener still holds the descriptor a silent peer sent"
     );
     drop(attacker);

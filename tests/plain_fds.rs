@@ -157,6 +157,11 @@ fn descriptors_do_not_travel_over_a_pipe() {
         r.recv_fds(),
         Err(Error::Descriptors(mpconn::DescriptorError::Unsupported))
     ));
+    // A pipe end has no peer credentials.
+    match r.peer_credentials() {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}"),
+        other => panic!("a pipe end's credentials: {other:?}"),
+    }
     // The wrong direction of a pipe end is a clear error, not a hang.
     assert!(matches!(r.send_bytes(b"x"), Err(Error::Io(_))));
 }

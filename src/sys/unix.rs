@@ -484,21 +484,19 @@ pub const PEER_UIDS: bool = true;
 /// for the pid on macOS. `Unsupported` for a TCP socket or a descriptor
 /// that is no socket, `NotConnected` for a socket without a peer.
 pub fn peer_credentials(stream: &Stream) -> io::Result<super::PeerIds> {
-    let fd = stream.as_fd();
-    let socket = socket2::SockRef::from(&fd);
-    let local = socket.local_addr().map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOTSOCK) => no_credentials("the descriptor is not a socket"),
-        _ => e,
-    })?;
-    if local.domain() != Domain::UNIX {
-        return Err(no_credentials(
-            "only Unix-domain sockets have them, not TCP",
-        ));
+    match stream.kind {
+        Kind::Unix => {}
+        Kind::Net => {
+            return Err(no_credentials(
+                "only Unix-domain sockets have them, not TCP",
+            ));
+        }
+        Kind::Plain => return Err(no_credentials("the descriptor is not a socket")),
     }
     // An unconnected socket would report made-up ids (Linux gives the
     // overflow uid): insist on a peer.
-    socket.peer_addr()?;
-    let mut ids = peer_ids(fd)?;
+    stream.fd.peer_addr()?;
+    let mut ids = peer_ids(stream.as_fd())?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     ids.same_user = ids.uid.map(|uid| uid == me);
