@@ -37,6 +37,12 @@ mod peer;
 mod pipe;
 mod plain;
 
+/// The calling thread's last Win32 error code.
+fn last_error() -> u32 {
+    // SAFETY: GetLastError has no preconditions.
+    unsafe { windows_sys::Win32::Foundation::GetLastError() }
+}
+
 pub use peer::{PEER_UIDS, adopt_handle, duplicate_into, peer_credentials};
 pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
 pub use plain::Plain;

@@ -27,7 +27,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
 };
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_IO_PENDING, ERROR_NO_DATA,
-    ERROR_OPERATION_ABORTED, ERROR_PIPE_NOT_CONNECTED, GetLastError, HANDLE, STATUS_SUCCESS,
+    ERROR_OPERATION_ABORTED, ERROR_PIPE_NOT_CONNECTED, HANDLE, STATUS_SUCCESS,
 };
 use windows_sys::Win32::Networking::WinSock::{
     SO_TYPE, SOCKET, SOCKET_ERROR, SOL_SOCKET, WSADATA, WSAStartup, getsockopt,
@@ -38,6 +38,7 @@ use windows_sys::Win32::Storage::FileSystem::{
 use windows_sys::Win32::System::IO::{CancelIoEx, IO_STATUS_BLOCK, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{GetNamedPipeInfo, PIPE_TYPE_MESSAGE, PeekNamedPipe};
 
+use super::last_error;
 use super::pipe::Op;
 
 /// The longest pause between two looks at a quiet pipe: how late, at
@@ -51,11 +52,6 @@ const POLL_MIN: Duration = Duration::from_micros(50);
 /// Pieces of one write up to this size in total are joined and written
 /// with one `WriteFile` (a frame header and a small payload, say).
 const JOIN_MAX: usize = 64 * 1024;
-
-fn last_error() -> u32 {
-    // SAFETY: GetLastError has no preconditions.
-    unsafe { GetLastError() }
-}
 
 /// What a handle given to `Stream::from_handle` turned out to be.
 #[derive(Debug)]
