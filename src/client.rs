@@ -54,10 +54,10 @@ impl Client {
 /// Options for [`Client`]: a builder.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    handshake: HandshakeOptions,
-    connect_timeout: Option<Duration>,
-    max_message: u64,
-    codec: Codec,
+    pub(crate) handshake: HandshakeOptions,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) max_message: u64,
+    pub(crate) codec: Codec,
 }
 
 impl Default for ClientOptions {

@@ -264,6 +264,16 @@ impl Exchange {
         }
     }
 
+    /// Tells the machine that time has reached `now` (an async driver's
+    /// timer fired).
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async drivers keep their own timers")
+    )]
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.hs.handle_timeout(now);
+    }
+
     /// Sends what the machine has to say without reading anything: the
     /// listener's challenge, right after the accept. Whatever a client sent
     /// before it is reported by the poller the socket is registered with

@@ -8,6 +8,10 @@
 // every block carries a SAFETY comment (clippy::undocumented_unsafe_blocks).
 #[forbid(unsafe_code)]
 mod address;
+#[cfg(all(unix, any(feature = "tokio", feature = "async-io")))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tokio", feature = "async-io"))))]
+#[forbid(unsafe_code)]
+pub mod aio;
 #[forbid(unsafe_code)]
 mod client;
 #[forbid(unsafe_code)]
@@ -69,3 +73,42 @@ pub mod pickle {
     pub use num_bigint::BigInt;
 }
 pub use wait::{WaitSet, WaitSource, Waitable, wait};
+
+/// Async connections on tokio (feature `tokio`): the types of [`aio`],
+/// named for [`Tokio`](tokio::Tokio), and a `tokio_util` codec.
+#[cfg(all(unix, feature = "tokio"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio {
+    pub use crate::aio::tokio_rt::Tokio;
+
+    /// [`aio::Connection`](crate::aio::Connection) on tokio.
+    pub type Connection<T = crate::Authenticated> = crate::aio::Connection<Tokio, T>;
+    /// [`aio::SendHalf`](crate::aio::SendHalf) on tokio.
+    pub type SendHalf<T = crate::Authenticated> = crate::aio::SendHalf<Tokio, T>;
+    /// [`aio::RecvHalf`](crate::aio::RecvHalf) on tokio.
+    pub type RecvHalf<T = crate::Authenticated> = crate::aio::RecvHalf<Tokio, T>;
+    /// [`aio::Listener`](crate::aio::Listener) on tokio.
+    pub type Listener<T = crate::Authenticated> = crate::aio::Listener<Tokio, T>;
+    /// [`aio::Client`](crate::aio::Client) on tokio.
+    pub type Client = crate::aio::Client<Tokio>;
+}
+
+/// Async connections on async-io, the reactor of smol and async-std
+/// (feature `async-io`): the types of [`aio`], named for
+/// [`AsyncIo`](async_io::AsyncIo).
+#[cfg(all(unix, feature = "async-io"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
+pub mod async_io {
+    pub use crate::aio::async_io_rt::{AsyncIo, Sleep};
+
+    /// [`aio::Connection`](crate::aio::Connection) on async-io.
+    pub type Connection<T = crate::Authenticated> = crate::aio::Connection<AsyncIo, T>;
+    /// [`aio::SendHalf`](crate::aio::SendHalf) on async-io.
+    pub type SendHalf<T = crate::Authenticated> = crate::aio::SendHalf<AsyncIo, T>;
+    /// [`aio::RecvHalf`](crate::aio::RecvHalf) on async-io.
+    pub type RecvHalf<T = crate::Authenticated> = crate::aio::RecvHalf<AsyncIo, T>;
+    /// [`aio::Listener`](crate::aio::Listener) on async-io.
+    pub type Listener<T = crate::Authenticated> = crate::aio::Listener<AsyncIo, T>;
+    /// [`aio::Client`](crate::aio::Client) on async-io.
+    pub type Client = crate::aio::Client<AsyncIo>;
+}

@@ -162,6 +162,28 @@ fn connect_socket(address: &Address, timeout: Option<Duration>) -> Result<Socket
     Ok(socket)
 }
 
+/// The socket addresses a client of `address` tries, in order (a host
+/// name is resolved here, with the system's resolver).
+#[cfg_attr(
+    not(any(feature = "tokio", feature = "async-io")),
+    allow(dead_code, reason = "only the async client connects by itself")
+)]
+pub(crate) fn targets(address: &Address) -> Result<Vec<SockAddr>> {
+    Ok(match address {
+        Address::Tcp(_) | Address::TcpHost { .. } => address
+            .socket_addrs()?
+            .into_iter()
+            .map(SockAddr::from)
+            .collect(),
+        Address::Unix(path) => {
+            unix_path::check_len(path)?;
+            vec![SockAddr::unix(path)?]
+        }
+        Address::Abstract(name) => vec![abstract_addr(name)?],
+        Address::Pipe(_) => return Err(AddressError::Unsupported("named pipe").into()),
+    })
+}
+
 /// The address a peer connected from, when it has one.
 pub(crate) fn peer_address(sa: &SockAddr) -> Option<Address> {
     if let Some(sa) = sa.as_socket() {

@@ -46,6 +46,17 @@ impl Sender {
         Arc::downgrade(&self.endpoint)
     }
 
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(
+            dead_code,
+            reason = "only the async connections take connections apart"
+        )
+    )]
+    pub(crate) fn endpoint_arc(&self) -> Arc<Endpoint> {
+        self.endpoint.clone()
+    }
+
     /// A receiver on the same endpoint.
     pub(crate) fn new_receiver(&self, max_message: u64) -> Receiver {
         Receiver::new(self.endpoint.clone(), max_message)
@@ -182,6 +193,15 @@ impl Receiver {
 
     pub(crate) fn weak(&self) -> Weak<Endpoint> {
         Arc::downgrade(&self.endpoint)
+    }
+
+    /// The reader, with whatever it read ahead, and the codec.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async connections take readers over")
+    )]
+    pub(crate) fn into_reader(self) -> (MessageReader, Codec) {
+        (self.reader, self.codec)
     }
 
     /// Runs a handshake over this receiver's stream and reader, with the

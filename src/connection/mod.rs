@@ -443,6 +443,79 @@ impl<T: Trust> Connection<T> {
     }
 }
 
+/// A connection taken apart, to move between the blocking and the async
+/// types: its stream, what its reader read ahead, and its settings.
+#[cfg_attr(
+    not(any(feature = "tokio", feature = "async-io")),
+    allow(
+        dead_code,
+        reason = "only the async connections take connections apart"
+    )
+)]
+pub(crate) struct Parts {
+    pub(crate) stream: sys::Stream,
+    pub(crate) reader: MessageReader,
+    pub(crate) send_codec: Codec,
+    pub(crate) recv_codec: Codec,
+}
+
+#[cfg_attr(
+    not(any(feature = "tokio", feature = "async-io")),
+    allow(
+        dead_code,
+        reason = "only the async connections take connections apart"
+    )
+)]
+impl<T: Trust> Connection<T> {
+    /// Takes the connection apart, keeping what was read ahead. Fails, with
+    /// the connection back whole, when a close handle holds the endpoint
+    /// at that moment, or (Windows) a pipe's readiness probe keeps a message.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn into_parts(self) -> std::result::Result<Parts, (crate::Error, Self)> {
+        if self.endpoint().stream().has_buffered() {
+            let e = std::io::Error::other("bytes already read would be lost");
+            return Err((crate::Error::Io(e), self));
+        }
+        let Connection { tx, rx } = self;
+        let send_codec = tx.codec();
+        let max = rx.max_message_size();
+        let (reader, recv_codec) = rx.rx.into_reader();
+        match tx.tx.into_endpoint() {
+            Ok(endpoint) => Ok(Parts {
+                stream: endpoint.into_stream(),
+                reader,
+                send_codec,
+                recv_codec,
+            }),
+            Err(sender) => {
+                let endpoint = sender.endpoint_arc();
+                let mut rx = RecvHalf::new(Receiver::with_reader(endpoint, reader, max));
+                rx.set_codec(recv_codec);
+                let e = std::io::Error::other("a close handle is closing the connection");
+                Err((
+                    crate::Error::Io(e),
+                    Connection::from_halves(SendHalf::new(sender), rx),
+                ))
+            }
+        }
+    }
+
+    /// Puts a connection together from parts that a connection of the same
+    /// trust was taken apart into (an async one, say): the trust goes with
+    /// the parts, and nothing here creates it.
+    pub(crate) fn from_parts(parts: Parts) -> Connection<T> {
+        let max = parts.reader.max_message();
+        let endpoint = Arc::new(Endpoint::new(parts.stream));
+        let mut conn = Connection::<Unverified> {
+            rx: RecvHalf::new(Receiver::with_reader(endpoint.clone(), parts.reader, max)),
+            tx: SendHalf::new(Sender::new(endpoint)),
+        };
+        conn.tx.set_codec(parts.send_codec);
+        conn.rx.set_codec(parts.recv_codec);
+        conn.retag()
+    }
+}
+
 #[cfg(unix)]
 mod unix {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

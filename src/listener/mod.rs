@@ -537,6 +537,49 @@ impl<T: Trust> Listener<T> {
         self.shared.wake.wait_source()
     }
 
+    /// When the engine next needs time (a handshake deadline, an eviction,
+    /// the end of a pause after `EMFILE`), for an async driver's timer;
+    /// `None` when it needs none, or another thread is driving it (that
+    /// thread keeps the time then).
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async listener keeps its own timer")
+    )]
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.engine.try_lock().ok().and_then(|e| e.next_wake())
+    }
+
+    /// Wakes whoever waits on the listener's readiness, to take a
+    /// connection that is queued already.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async listener nudges")
+    )]
+    pub(crate) fn nudge(&self) {
+        self.shared.wake.stop();
+    }
+
+    /// A descriptor of the engine's poll, which is readable when the
+    /// engine has work (a client, a handshake message, a queued
+    /// connection): what an async runtime watches.
+    #[cfg(unix)]
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async listener watches the poll")
+    )]
+    pub(crate) fn dup_poll_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        sys::dup_raw(self.shared.wake.wait_source().raw_fd())
+    }
+
+    /// When an `accept()` begun now would give up.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async listener asks")
+    )]
+    pub(crate) fn accept_deadline(&self) -> Option<Instant> {
+        self.opts.accept_timeout.and_then(deadline_after)
+    }
+
     /// An iterator over accepted connections; it ends when the listener is closed.
     pub fn incoming(&self) -> Incoming<'_, T> {
         Incoming { listener: self }

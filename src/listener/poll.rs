@@ -222,6 +222,19 @@ impl Engine {
         self.socket.as_raw_fd()
     }
 
+    /// When [`run`](Self::run) next has something to do without a poll
+    /// event: a deadline, an eviction, or the end of an `EMFILE` pause.
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        [
+            self.next_timeout(),
+            self.backoff.until,
+            self.next_eviction(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     /// Runs the handshakes until a connection or a failure is queued, or
     /// `deadline` passes. The poll runs at least once, so a deadline of now
     /// makes this a non-blocking step.
@@ -241,15 +254,7 @@ impl Engine {
             if polled && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout);
             }
-            let wake_at = [
-                self.next_timeout(),
-                deadline,
-                self.backoff.until,
-                self.next_eviction(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let wake_at = [self.next_wake(), deadline].into_iter().flatten().min();
             let timeout = wake_at.map(|t| t.saturating_duration_since(now));
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}

@@ -9,8 +9,12 @@ use std::time::Instant;
 
 mod fds;
 mod plain;
+#[cfg(feature = "tokio")]
+mod reactor;
 
 pub use fds::{MAX_FDS, Passed};
+#[cfg(feature = "tokio")]
+pub use reactor::{OwnsFd, tokio_register};
 
 use socket2::{Domain, Socket, Type};
 
@@ -339,6 +343,16 @@ impl From<Stream> for OwnedFd {
     fn from(s: Stream) -> OwnedFd {
         s.fd.into()
     }
+}
+
+/// A new descriptor for the open file of `fd`, close-on-exec: for a
+/// second owner that must not outlive nor close the first (an async
+/// runtime watching a listener engine's poll).
+pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: the caller's `fd` is open for the duration of this call (it
+    // belongs to an object the caller borrows), and the borrow ends here.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned()
 }
 
 /// Accepts one connection, close-on-exec, already non-blocking when asked

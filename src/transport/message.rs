@@ -123,6 +123,24 @@ impl MessageReader {
         r.take_unread()
     }
 
+    /// Waits, as far as the deadline allows, until a message or the end of
+    /// stream can be received; keeps what it reads.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async connections look ahead")
+    )]
+    pub(crate) fn read_ahead<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        match self {
+            MessageReader::Frames(r) => r.read_ahead(stream, deadline),
+            #[cfg(windows)]
+            MessageReader::Pipe(_) => Ok(stream.wait(crate::sys::Interest::Readable, deadline)?),
+        }
+    }
+
     /// Frees the read buffer when nothing is left in it.
     pub(crate) fn release_if_idle(&mut self) {
         match self {

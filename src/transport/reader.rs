@@ -430,6 +430,24 @@ impl FrameReader {
         }
     }
 
+    /// Reads what the stream has into the buffer, unless bytes of a message
+    /// are buffered already: `Ok(true)` once there are bytes to receive or
+    /// the stream has ended (a receive then reports it). An async `poll`.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async connections look ahead")
+    )]
+    pub(crate) fn read_ahead<S: ByteStream + ?Sized>(
+        &mut self,
+        stream: &S,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        if !self.has_buffered() && !self.broken {
+            self.fill(stream, deadline)?;
+        }
+        Ok(true)
+    }
+
     /// Frees the read buffer when nothing is left in it, so that an idle
     /// connection holds no buffer memory.
     pub(crate) fn release_if_idle(&mut self) {

@@ -1,0 +1,295 @@
+//! Async connections: the same listener engine, handshake machine and
+//! message transport as the blocking types, driven by an async runtime.
+//!
+//! Nothing of the protocol is written twice. A connection's bytes go
+//! through the blocking code's [`MessageReader`](crate::transport::MessageReader)
+//! and its handshake through [`Exchange::step`](crate::handshake::Exchange::step);
+//! what changes is only how a stream that has no bytes (or no room) waits.
+//! The blocking code waits in `poll(2)`; here [`Polled`] stands in for the
+//! stream, registers the task's waker with the runtime's reactor, and tells
+//! the code above that it would have to wait. The reader keeps whatever it
+//! had read, and the future returns `Pending`. When the task is woken the
+//! same call runs again and the reader goes on where it stopped. That is
+//! also why a receive is cancellation safe: its progress lives in the
+//! connection, not in the future.
+//!
+//! The runtimes differ only in [`Runtime`]: how a descriptor is registered
+//! with the reactor, how one I/O call waits for readiness, and how to sleep
+//! until an instant. [`Tokio`](crate::tokio::Tokio) (feature `tokio`) and
+//! [`AsyncIo`](crate::async_io::AsyncIo) (feature `async-io`, for smol
+//! and async-std) implement it; `mpconn::tokio` and `mpconn::async_io`
+//! name the types below for their runtime.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::sys::{self, Interest};
+use crate::transport::ByteStream;
+
+mod client;
+mod connection;
+mod halves;
+mod listener;
+mod send;
+
+pub use client::Client;
+pub use connection::Connection;
+pub use halves::{RecvHalf, SendHalf};
+pub use listener::Listener;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A descriptor a runtime can watch: a connection's stream, or the
+/// listener engine's poll.
+#[doc(hidden)]
+pub trait Source: Send + Sync + 'static + std::os::fd::AsFd + SourceFd {}
+
+/// What tokio's reactor needs of a source: that it owns its descriptor.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+pub trait SourceFd: sys::OwnsFd {}
+#[cfg(feature = "tokio")]
+impl<S: sys::OwnsFd> SourceFd for S {}
+#[cfg(not(feature = "tokio"))]
+#[doc(hidden)]
+pub trait SourceFd: std::os::fd::AsRawFd {}
+#[cfg(not(feature = "tokio"))]
+impl<S: std::os::fd::AsRawFd> SourceFd for S {}
+impl Source for sys::Stream {}
+impl Source for std::os::fd::OwnedFd {}
+
+/// An async runtime mpconn's async types run on. Sealed: implemented by
+/// [`Tokio`](crate::tokio::Tokio) and [`AsyncIo`](crate::async_io::AsyncIo).
+/// Its methods are the seam between mpconn and the runtime's reactor, not
+/// API for users.
+pub trait Runtime: sealed::Sealed + Sized + Send + Sync + 'static {
+    /// A descriptor registered with the reactor.
+    #[doc(hidden)]
+    type Io<S: Source>: Send + Sync;
+    /// A timer that fires at an instant.
+    #[doc(hidden)]
+    type Sleep: Future<Output = ()> + Send;
+
+    /// Registers `source`, which is already non-blocking, for readiness in
+    /// both directions. Fails outside the runtime's context where the
+    /// runtime says so instead of panicking.
+    #[doc(hidden)]
+    fn register<S: Source>(source: S) -> io::Result<Self::Io<S>>;
+    /// The registered descriptor.
+    #[doc(hidden)]
+    fn get<S: Source>(io: &Self::Io<S>) -> &S;
+    /// Deregisters and returns the descriptor.
+    #[doc(hidden)]
+    fn into_inner<S: Source>(io: Self::Io<S>) -> io::Result<S>;
+    /// Runs `op` until it does not fail with `WouldBlock`, waiting for
+    /// `interest` in between; `Pending` (with the task's waker registered)
+    /// when the descriptor is not ready.
+    #[doc(hidden)]
+    fn poll_io<S: Source, T>(
+        io: &Self::Io<S>,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>>;
+    /// Runs `op` once the descriptor is ready for `interest`, again
+    /// after each `WouldBlock`, until it gives something else; unlike
+    /// [`poll_io`](Self::poll_io), any number of tasks may wait at once.
+    #[doc(hidden)]
+    fn io<'a, S: Source, T: Send + 'a>(
+        io: &'a Self::Io<S>,
+        interest: Interest,
+        op: impl FnMut(&S) -> io::Result<T> + Send + 'a,
+    ) -> impl Future<Output = io::Result<T>> + Send + 'a;
+    /// A timer that fires at `deadline`.
+    #[doc(hidden)]
+    fn sleep_until(deadline: Instant) -> Self::Sleep;
+}
+
+/// A registered stream seen through the blocking code's [`ByteStream`],
+/// for one poll of one task: an operation the stream cannot do now
+/// registers the task's waker and fails with `WouldBlock`, and from then on
+/// `wait` for that direction says "not ready", so that the transport and
+/// the handshake driver stop and keep their state, reporting
+/// [`Error::Timeout`] (they are always called with a deadline).
+pub(crate) struct Polled<'a, 'c, R: Runtime> {
+    io: &'a R::Io<sys::Stream>,
+    cx: RefCell<&'a mut Context<'c>>,
+    /// Which directions registered the waker in this poll.
+    read_pending: Cell<bool>,
+    write_pending: Cell<bool>,
+}
+
+impl<'a, 'c, R: Runtime> Polled<'a, 'c, R> {
+    pub(crate) fn new(io: &'a R::Io<sys::Stream>, cx: &'a mut Context<'c>) -> Self {
+        Polled {
+            io,
+            cx: RefCell::new(cx),
+            read_pending: Cell::new(false),
+            write_pending: Cell::new(false),
+        }
+    }
+
+    fn pending(&self, interest: Interest) -> &Cell<bool> {
+        match interest {
+            Interest::Readable => &self.read_pending,
+            Interest::Writable => &self.write_pending,
+        }
+    }
+
+    /// Whether an operation stopped because the stream was not ready: the
+    /// task's waker is registered, and the caller returns `Pending`.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.read_pending.get() || self.write_pending.get()
+    }
+
+    /// The result of a transport call as a poll: `Pending` when it stopped
+    /// for readiness, the result otherwise.
+    pub(crate) fn finish<T>(&self, result: crate::Result<T>) -> Poll<crate::Result<T>> {
+        match result {
+            Err(Error::Timeout) if self.is_pending() => Poll::Pending,
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock && self.is_pending() => {
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn op<T>(
+        &self,
+        interest: Interest,
+        op: impl FnMut(&sys::Stream) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut cx = self.cx.borrow_mut();
+        match R::poll_io(self.io, &mut cx, interest, op) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                self.pending(interest).set(true);
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &sys::Stream {
+        R::get(self.io)
+    }
+}
+
+impl<R: Runtime> ByteStream for Polled<'_, '_, R> {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.op(Interest::Readable, |s| s.read(buf))
+    }
+
+    fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.op(Interest::Readable, |s| s.read_spare(v, max))
+    }
+
+    fn read_spare_passing(
+        &self,
+        v: &mut Vec<u8>,
+        max: usize,
+        passed: &mut Option<sys::Passed>,
+    ) -> io::Result<usize> {
+        self.op(Interest::Readable, |s| s.read_spare_passing(v, max, passed))
+    }
+
+    // The descriptor is non-blocking while registered, so a plain write
+    // never blocks.
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.op(Interest::Writable, |s| s.write_vectored(bufs))
+    }
+
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_vectored(bufs)
+    }
+
+    /// Ready unless an operation in this direction found the stream not
+    /// ready during this poll. A deadline is never waited for: the caller
+    /// sets its deadlines with the runtime's timers.
+    fn wait(&self, interest: Interest, _deadline: Option<Instant>) -> io::Result<bool> {
+        Ok(!self.pending(interest).get())
+    }
+
+    fn quick_ack(&self) {
+        self.stream().quick_ack();
+    }
+}
+
+/// A pinned, boxed timer that is made when first needed and moved when the
+/// instant changes.
+pub(crate) struct Timer<R: Runtime> {
+    sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
+}
+
+impl<R: Runtime> Default for Timer<R> {
+    fn default() -> Self {
+        Timer { sleep: None }
+    }
+}
+
+impl<R: Runtime> Timer<R> {
+    /// Polls a timer for `at` (none: nothing to wait for, `Pending`);
+    /// `Ready` once that instant has passed.
+    pub(crate) fn poll_at(&mut self, cx: &mut Context<'_>, at: Option<Instant>) -> Poll<()> {
+        let Some(at) = at else {
+            self.sleep = None;
+            return Poll::Pending;
+        };
+        if at <= Instant::now() {
+            return Poll::Ready(());
+        }
+        match &mut self.sleep {
+            Some((when, _)) if *when == at => {}
+            slot => *slot = Some((at, Box::pin(R::sleep_until(at)))),
+        }
+        match &mut self.sleep {
+            Some((_, sleep)) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Runs `fut` with a deadline: [`Error::Timeout`] once `deadline` passes.
+/// `fut` is dropped then, so it must be cancellation safe.
+pub(crate) async fn with_deadline<R: Runtime, T>(
+    deadline: Option<Instant>,
+    fut: impl Future<Output = crate::Result<T>>,
+) -> crate::Result<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = Timer::<R>::default();
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        match timer.poll_at(cx, deadline) {
+            Poll::Ready(()) => Poll::Ready(Err(Error::Timeout)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Switches `stream` to non-blocking mode and registers it.
+pub(crate) fn register<R: Runtime>(stream: sys::Stream) -> crate::Result<R::Io<sys::Stream>> {
+    stream.set_nonblocking(true)?;
+    Ok(R::register(stream)?)
+}
+
+/// Deregisters a stream and switches it back to blocking mode.
+pub(crate) fn deregister<R: Runtime>(io: R::Io<sys::Stream>) -> crate::Result<sys::Stream> {
+    let stream = R::into_inner(io)?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+#[cfg(feature = "tokio")]
+pub(crate) mod tokio_rt;
+
+#[cfg(feature = "async-io")]
+pub(crate) mod async_io_rt;

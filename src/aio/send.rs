@@ -1,0 +1,157 @@
+//! Sending on an async connection, and what a send dropped half-way leaves.
+//!
+//! A send writes the frame header and payload straight from where they lie
+//! with vectored writes. When its future is dropped after the first byte
+//! went out and before the last, the frame cannot be taken back: the peer
+//! has its beginning. The rest (header bytes included) is copied into the
+//! sender's `carry`, and whatever is sent next on the connection (another
+//! send, or [`flush`](super::SendHalf::flush)) writes it out first, so the
+//! peer receives that message whole and the stream stays in step. A send
+//! dropped before its first byte went out sent nothing and leaves nothing.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
+
+use super::Runtime;
+use crate::error::{Error, Result};
+use crate::proto::frame::{self, MAX_HEADER};
+use crate::sys::{self, Interest};
+
+/// Bytes of frames already begun, to be written before anything else.
+#[derive(Debug, Default)]
+pub(crate) struct Carry {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Carry {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent == self.bytes.len()
+    }
+
+    /// Writes out what is carried; `Ready(Ok)` once nothing is left.
+    pub(crate) fn poll_flush<R: Runtime>(
+        &mut self,
+        io: &R::Io<sys::Stream>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        while !self.is_empty() {
+            let rest = &self.bytes[self.sent..];
+            match R::poll_io(io, cx, Interest::Writable, |s| {
+                s.write_vectored(&[IoSlice::new(rest)])
+            }) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(write_zero())),
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => {
+                    // The stream is broken: nothing more will go out.
+                    self.clear();
+                    return Poll::Ready(Err(Error::Io(e)));
+                }
+            }
+        }
+        self.clear();
+        Poll::Ready(Ok(()))
+    }
+
+    fn clear(&mut self) {
+        self.bytes = Vec::new();
+        self.sent = 0;
+    }
+}
+
+fn write_zero() -> Error {
+    Error::Io(io::ErrorKind::WriteZero.into())
+}
+
+/// One frame under way: written from the caller's payload, and moved into
+/// the carry if dropped half-way.
+struct Frame<'a> {
+    header: [u8; MAX_HEADER],
+    header_len: usize,
+    payload: &'a [u8],
+    written: usize,
+    /// Finished, failed, or never begun: nothing to carry.
+    settled: bool,
+    carry: &'a mut Carry,
+}
+
+impl Frame<'_> {
+    fn total(&self) -> usize {
+        self.header_len + self.payload.len()
+    }
+
+    fn poll_write<R: Runtime>(
+        &mut self,
+        io: &R::Io<sys::Stream>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        while self.written < self.total() {
+            let header = &self.header[MAX_HEADER - self.header_len..];
+            let mut slices = [IoSlice::new(header), IoSlice::new(self.payload)];
+            let mut bufs = &mut slices[..];
+            IoSlice::advance_slices(&mut bufs, self.written);
+            match R::poll_io(io, cx, Interest::Writable, |s| s.write_vectored(bufs)) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.settled = true;
+                    return Poll::Ready(Err(write_zero()));
+                }
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => {
+                    self.settled = true;
+                    return Poll::Ready(Err(Error::Io(e)));
+                }
+            }
+        }
+        self.settled = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        if self.settled || self.written == 0 {
+            return;
+        }
+        let header = &self.header[MAX_HEADER - self.header_len..];
+        let carry = &mut *self.carry;
+        carry.bytes.clear();
+        carry.sent = 0;
+        if self.written < header.len() {
+            carry.bytes.extend_from_slice(&header[self.written..]);
+            carry.bytes.extend_from_slice(self.payload);
+        } else {
+            let from = self.written - header.len();
+            carry.bytes.extend_from_slice(&self.payload[from..]);
+        }
+    }
+}
+
+/// Sends `payload` as one frame, after whatever is carried.
+pub(crate) async fn send_frame<R: Runtime>(
+    io: &R::Io<sys::Stream>,
+    carry: &mut Carry,
+    payload: &[u8],
+) -> Result<()> {
+    if !carry.is_empty() {
+        poll_fn(|cx| carry.poll_flush::<R>(io, cx)).await?;
+    }
+    let mut header = [0; MAX_HEADER];
+    let header_len = frame::encode_header(payload.len() as u64, &mut header);
+    let mut frame = Frame {
+        header,
+        header_len,
+        payload,
+        written: 0,
+        settled: false,
+        carry,
+    };
+    poll_fn(|cx| frame.poll_write::<R>(io, cx)).await
+}
+
+/// Writes out whatever is carried.
+pub(crate) async fn flush<R: Runtime>(io: &R::Io<sys::Stream>, carry: &mut Carry) -> Result<()> {
+    poll_fn(|cx| carry.poll_flush::<R>(io, cx)).await
+}

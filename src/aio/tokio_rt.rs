@@ -1,0 +1,79 @@
+//! [`Runtime`] for tokio: descriptors in an [`AsyncFd`], tokio's timer.
+
+use std::future::Future;
+use std::io;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use tokio::io::unix::AsyncFd;
+
+use super::{Runtime, Source, sealed};
+use crate::sys::Interest;
+
+/// The tokio runtime (feature `tokio`). Its reactor and timer must be
+/// enabled (`Runtime::enable_all`, or `#[tokio::main]`).
+#[derive(Debug, Clone, Copy)]
+pub enum Tokio {}
+
+impl sealed::Sealed for Tokio {}
+
+fn interest(interest: Interest) -> tokio::io::Interest {
+    match interest {
+        Interest::Readable => tokio::io::Interest::READABLE,
+        Interest::Writable => tokio::io::Interest::WRITABLE,
+    }
+}
+
+impl Runtime for Tokio {
+    type Io<S: Source> = AsyncFd<S>;
+    type Sleep = tokio::time::Sleep;
+
+    fn register<S: Source>(source: S) -> io::Result<AsyncFd<S>> {
+        // AsyncFd panics outside a runtime; say so as an error instead.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "not inside a tokio runtime: call this from a task or inside Runtime::enter",
+            ));
+        }
+        crate::sys::tokio_register(source)
+    }
+
+    fn get<S: Source>(io: &AsyncFd<S>) -> &S {
+        io.get_ref()
+    }
+
+    fn into_inner<S: Source>(io: AsyncFd<S>) -> io::Result<S> {
+        Ok(io.into_inner())
+    }
+
+    fn poll_io<S: Source, T>(
+        io: &AsyncFd<S>,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut op: impl FnMut(&S) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let mut guard = match interest {
+                Interest::Readable => ready!(io.poll_read_ready(cx))?,
+                Interest::Writable => ready!(io.poll_write_ready(cx))?,
+            };
+            // A `WouldBlock` clears the readiness this guard saw, and only
+            // that: an event that came since is kept.
+            if let Ok(result) = guard.try_io(|fd| op(fd.get_ref())) {
+                return Poll::Ready(result);
+            }
+        }
+    }
+
+    fn io<'a, S: Source, T: Send + 'a>(
+        io: &'a AsyncFd<S>,
+        which: Interest,
+        mut op: impl FnMut(&S) -> io::Result<T> + Send + 'a,
+    ) -> impl Future<Output = io::Result<T>> + Send + 'a {
+        io.async_io(interest(which), move |s| op(s))
+    }
+
+    fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(deadline.into())
+    }
+}

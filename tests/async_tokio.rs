@@ -1,0 +1,199 @@
+//! The tokio connections: listener and client over TCP and Unix sockets,
+//! cancellation, conversion to and from blocking connections.
+
+#![cfg(all(unix, feature = "tokio"))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{KEY, watchdog};
+use mpconn::tokio::{Client, Connection, Listener};
+use mpconn::{Error, Unverified};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn addresses(tag: &str) -> Vec<mpconn::Address> {
+    vec![
+        "127.0.0.1:0".parse().unwrap(),
+        mpconn::Address::Unix(common::unique_path(tag)),
+    ]
+}
+
+#[test]
+fn a_client_and_a_listener_exchange_typed_messages_over_tcp_and_unix() {
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        for address in addresses("tokio-typed") {
+            let listener = Listener::bind(address.clone(), KEY).unwrap();
+            let bound = listener.address().clone();
+            let server = async {
+                let mut conn = listener.accept().await.unwrap();
+                let got: (u32, String) = conn.recv().await.unwrap();
+                conn.send(&(got.0 + 1, got.1.to_uppercase())).await.unwrap();
+                conn.send_bytes(&vec![7; 300_000]).await.unwrap();
+            };
+            let client = async {
+                let mut conn = Client::connect(bound.clone(), KEY).await.unwrap();
+                conn.send(&(41u32, "hello".to_string())).await.unwrap();
+                let back: (u32, String) = conn.recv().await.unwrap();
+                assert_eq!(back, (42, "HELLO".to_string()));
+                assert_eq!(conn.recv_bytes().await.unwrap(), vec![7; 300_000]);
+                assert!(matches!(conn.recv_bytes().await, Err(Error::Eof)));
+            };
+            tokio::join!(server, client);
+            assert_eq!(listener.stats().accepted, 1, "{address}");
+        }
+    });
+}
+
+#[test]
+fn a_wrong_key_fails_on_both_sides_and_the_listener_goes_on() {
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
+        let bound = listener.address().clone();
+        let accept = async { listener.accept().await.unwrap() };
+        let clients = async {
+            let wrong = Client::connect(bound.clone(), b"not the key, but long enough").await;
+            assert!(matches!(wrong, Err(Error::Auth(_))), "{wrong:?}");
+            Client::connect(bound.clone(), KEY).await.unwrap()
+        };
+        let (mut a, mut b) = tokio::join!(accept, clients);
+        a.send(&1u8).await.unwrap();
+        assert_eq!(b.recv::<u8>().await.unwrap(), 1);
+        assert_eq!(listener.stats().failed_handshakes, 1);
+    });
+}
+
+/// A raw socket at the far end, to cut a frame wherever a test likes.
+fn raw_pair() -> (std::os::unix::net::UnixStream, Connection<Unverified>) {
+    let (raw, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    let conn = mpconn::Connection::from(std::os::fd::OwnedFd::from(ours));
+    (raw, Connection::from_blocking(conn).unwrap())
+}
+
+#[test]
+fn a_receive_dropped_half_way_loses_nothing() {
+    use std::io::Write;
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let (mut raw, conn) = raw_pair();
+        let mut conn = conn.dangerous_trust_without_authentication();
+        let message: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let wire = common::frame(&message);
+        // Each kind of receive is dropped by a timeout, then by select!,
+        // after a part of the frame (a part of the header, first) came.
+        for cut in [2, 4, 1000, 200_000] {
+            // The writer runs on a thread: a part larger than the socket
+            // takes waits for the receives below to read.
+            let part = wire[..cut].to_vec();
+            let mut w = raw.try_clone().unwrap();
+            let first = std::thread::spawn(move || w.write_all(&part).unwrap());
+            let dropped = tokio::time::timeout(Duration::from_millis(20), conn.recv_bytes()).await;
+            assert!(dropped.is_err(), "cut {cut}: the receive should still wait");
+            let mut buf = vec![0; message.len()];
+            tokio::select! {
+                _ = conn.recv_bytes_into(&mut buf) => panic!("cut {cut}: nothing whole yet"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            first.join().unwrap();
+            let rest = wire[cut..].to_vec();
+            let mut w = raw.try_clone().unwrap();
+            let second = std::thread::spawn(move || w.write_all(&rest).unwrap());
+            assert_eq!(conn.recv_bytes().await.unwrap(), message, "cut {cut}");
+            second.join().unwrap();
+        }
+        // A typed receive too.
+        let typed = common::frame(
+            &bincode::serde::encode_to_vec((7u64, "seven"), bincode::config::standard()).unwrap(),
+        );
+        raw.write_all(&typed[..5]).unwrap();
+        let dropped = conn
+            .recv_timeout::<(u64, String)>(Duration::from_millis(20))
+            .await;
+        assert!(matches!(dropped, Err(Error::Timeout)), "{dropped:?}");
+        raw.write_all(&typed[5..]).unwrap();
+        assert_eq!(
+            conn.recv::<(u64, String)>().await.unwrap(),
+            (7, "seven".to_string())
+        );
+    });
+}
+
+#[test]
+fn a_send_dropped_half_way_is_finished_by_the_next_send() {
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let (a, b) = mpconn::pipe().unwrap();
+        let mut a = Connection::from_blocking(a).unwrap();
+        let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 253) as u8).collect();
+        // Nobody reads yet: the socket takes a part of the message, and the
+        // send times out with the rest unsent.
+        let dropped = a.send_bytes_timeout(&big, Duration::from_millis(50)).await;
+        assert!(matches!(dropped, Err(Error::Timeout)), "{dropped:?}");
+        let expected = big.clone();
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            assert_eq!(b.recv_bytes().unwrap(), expected);
+            assert_eq!(b.recv_bytes().unwrap(), b"after");
+            b
+        });
+        a.send_bytes(b"after").await.unwrap();
+        let mut b = reader.join().unwrap();
+        a.send_bytes(b"last").await.unwrap();
+        assert_eq!(b.recv_bytes().unwrap(), b"last");
+    });
+}
+
+#[test]
+fn a_connection_moves_between_blocking_and_async_with_what_it_read_ahead() {
+    let _w = watchdog(30);
+    let (mut blocking, mut peer) = mpconn::pipe().unwrap();
+    // Three messages in one write: the first receive reads all of them.
+    let mut batch = peer.batch();
+    for i in 0..3u32 {
+        batch.send(&i).unwrap();
+    }
+    batch.flush().unwrap();
+    drop(batch);
+    assert_eq!(blocking.recv::<u32>().unwrap(), 0);
+    let rt = runtime();
+    let blocking = rt.block_on(async {
+        let mut conn = Connection::from_blocking(blocking).unwrap();
+        assert_eq!(conn.recv::<u32>().await.unwrap(), 1);
+        // The third message is read ahead again, with the fourth.
+        peer.send(&3u32).unwrap();
+        peer.send(&4u32).unwrap();
+        assert_eq!(conn.recv::<u32>().await.unwrap(), 2);
+        assert!(conn.poll(Some(Duration::from_secs(5))).await.unwrap());
+        conn.into_blocking().await.unwrap()
+    });
+    let mut blocking = blocking;
+    assert_eq!(blocking.recv::<u32>().unwrap(), 3);
+    assert_eq!(blocking.recv::<u32>().unwrap(), 4);
+    blocking.send(&5u32).unwrap();
+    assert_eq!(peer.recv::<u32>().unwrap(), 5);
+}
+
+#[test]
+fn an_unverified_connection_authenticates_without_blocking() {
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let adopt = |s: std::os::unix::net::UnixStream| {
+            Connection::from_blocking(mpconn::Connection::from(std::os::fd::OwnedFd::from(s)))
+                .unwrap()
+        };
+        let (a, b) = (adopt(a), adopt(b));
+        let (a, b) = tokio::join!(a.authenticate_as_server(KEY), b.authenticate_as_client(KEY));
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        a.send(&"proved").await.unwrap();
+        assert_eq!(b.recv::<String>().await.unwrap(), "proved");
+    });
+}
