@@ -20,6 +20,9 @@ mod connection;
 mod credentials;
 #[forbid(unsafe_code)]
 mod error;
+#[cfg(feature = "tokio")]
+#[forbid(unsafe_code)]
+mod framed;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 #[forbid(unsafe_code)]
@@ -55,6 +58,9 @@ pub use credentials::{PeerCredentials, PeerUser};
 pub use error::{
     AddressError, AuthError, CodecError, DescriptorError, Error, ProtocolError, Result,
 };
+// TODO(lead): move under mpconn::tokio
+#[cfg(feature = "tokio")]
+pub use framed::MessageCodec;
 pub use handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeOptions};
 pub use key::{AuthKey, MIN_KEY_LEN};
 pub use listener::{
