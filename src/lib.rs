@@ -58,9 +58,6 @@ pub use credentials::{PeerCredentials, PeerUser};
 pub use error::{
     AddressError, AuthError, CodecError, DescriptorError, Error, ProtocolError, Result,
 };
-// TODO(lead): move under mpconn::tokio
-#[cfg(feature = "tokio")]
-pub use framed::MessageCodec;
 pub use handshake::{DEFAULT_FIRST_ANSWER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeOptions};
 pub use key::{AuthKey, MIN_KEY_LEN};
 pub use listener::{
@@ -81,21 +78,30 @@ pub mod pickle {
 pub use wait::{WaitSet, WaitSource, Waitable, wait};
 
 /// Async connections on tokio (feature `tokio`): the types of [`aio`],
-/// named for [`Tokio`](tokio::Tokio), and a `tokio_util` codec.
-#[cfg(all(unix, feature = "tokio"))]
+/// named for [`Tokio`](tokio::Tokio), and [`MessageCodec`](tokio::MessageCodec),
+/// CPython's framing as a `tokio_util` codec.
+#[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio {
+    pub use crate::framed::MessageCodec;
+
+    #[cfg(unix)]
     pub use crate::aio::tokio_rt::Tokio;
 
     /// [`aio::Connection`](crate::aio::Connection) on tokio.
+    #[cfg(unix)]
     pub type Connection<T = crate::Authenticated> = crate::aio::Connection<Tokio, T>;
     /// [`aio::SendHalf`](crate::aio::SendHalf) on tokio.
+    #[cfg(unix)]
     pub type SendHalf<T = crate::Authenticated> = crate::aio::SendHalf<Tokio, T>;
     /// [`aio::RecvHalf`](crate::aio::RecvHalf) on tokio.
+    #[cfg(unix)]
     pub type RecvHalf<T = crate::Authenticated> = crate::aio::RecvHalf<Tokio, T>;
     /// [`aio::Listener`](crate::aio::Listener) on tokio.
+    #[cfg(unix)]
     pub type Listener<T = crate::Authenticated> = crate::aio::Listener<Tokio, T>;
     /// [`aio::Client`](crate::aio::Client) on tokio.
+    #[cfg(unix)]
     pub type Client = crate::aio::Client<Tokio>;
 }
 
