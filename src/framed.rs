@@ -51,7 +51,8 @@ const RESERVE_AHEAD: usize = 64 * 1024;
 /// use std::os::fd::OwnedFd;
 ///
 /// use futures_util::{SinkExt, StreamExt};
-/// use mpconn::{Address, AuthKey, Client, Family, Listener, MessageCodec};
+/// use mpconn::tokio::MessageCodec;
+/// use mpconn::{Address, AuthKey, Client, Family, Listener};
 /// use tokio_util::codec::Framed;
 ///
 /// // The handshake runs on the blocking API, as usual.

@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 
 use common::{PYTHON_VERSIONS, interpreters, watchdog};
 use futures_util::{SinkExt, StreamExt};
-use mpconn::{Error, MessageCodec};
+use mpconn::Error;
+use mpconn::tokio::MessageCodec;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
 
