@@ -1,13 +1,16 @@
 //! mpconn side by side with the raw socketpair floor, CPython's
-//! multiprocessing.connection and ipc-channel, in one run.
+//! multiprocessing.connection and ipc-channel, in one run; and a second
+//! table for the async connections (`mpconn::tokio`) against raw tokio
+//! framing and the blocking server (see `compare/aio.rs`).
 //!
 //! ```text
 //! cargo bench --manifest-path bench/Cargo.toml             # full: 7 interleaved rounds
 //! cargo bench --manifest-path bench/Cargo.toml -- --quick  # a few seconds, for CI
 //! ```
 //!
-//! `--profile-stream N`, `--profile-big N` and `--profile-concurrent ADDRESS`
-//! run one mpconn workload alone, for perf or strace.
+//! `--profile-stream N`, `--profile-big N`, `--profile-concurrent ADDRESS`
+//! and `--profile-tokio WORKLOAD N` run one mpconn workload alone, for perf
+//! or strace.
 //!
 //! Every workload runs between two processes. The systems take turns within
 //! each round, so that the machine's noise falls on all of them alike, and the
@@ -29,6 +32,9 @@ use ipc_channel::ipc::{
 use mpconn::{Client, Connection, Listener, ListenerOptions, Unverified};
 use serde::{Deserialize, Serialize};
 
+#[path = "compare/aio.rs"]
+mod aio;
+
 const KEY: &[u8] = b"benchmark-key-0123456789abcdef";
 const MIB: usize = 1 << 20;
 
@@ -41,6 +47,8 @@ struct Sizes {
     handshakes: usize,
     concurrent_per_client: usize,
     idle: usize,
+    /// Ping-pongs on each of the 1,000 concurrent connections.
+    conn_rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -50,6 +58,7 @@ const FULL: Sizes = Sizes {
     handshakes: 500,
     concurrent_per_client: 40,
     idle: 10_000,
+    conn_rounds: 100,
 };
 
 const QUICK: Sizes = Sizes {
@@ -59,6 +68,7 @@ const QUICK: Sizes = Sizes {
     handshakes: 100,
     concurrent_per_client: 8,
     idle: 1_000,
+    conn_rounds: 10,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -95,6 +105,10 @@ fn main() {
         // at the address given (start one with `--role mpconn-listener`).
         let rate = concurrent_clients(&args[i + 1], 200);
         return println!("{rate:.0} conn/s");
+    }
+    if let Some(i) = args.iter().position(|a| a == "--profile-tokio") {
+        // An async workload alone: see aio::profile for the names.
+        return aio::profile(&args[i + 1], args[i + 2].parse().unwrap());
     }
     if let Some(i) = args.iter().position(|a| a == "--profile-stream") {
         // One workload alone, for perf and strace.
@@ -198,10 +212,11 @@ fn run(sizes: Sizes, rounds: usize, quick: bool) {
     for round in 1..=rounds {
         eprintln!("round {round}/{rounds}");
         // Take turns in a different order each round.
-        let mut order: Vec<usize> = (0..SYSTEMS.len()).collect();
-        order.rotate_left(round % SYSTEMS.len());
+        let systems: Vec<&'static str> = SYSTEMS.iter().chain(&aio::SYSTEMS).copied().collect();
+        let mut order: Vec<usize> = (0..systems.len()).collect();
+        order.rotate_left(round % systems.len());
         for i in order {
-            match SYSTEMS[i] {
+            match systems[i] {
                 "mpconn" => record(&mut samples, "mpconn", mpconn_figures(sizes)),
                 "raw" => {
                     if let Some(raw) = &raw {
@@ -215,11 +230,17 @@ fn run(sizes: Sizes, rounds: usize, quick: bool) {
                         record(&mut samples, "cpython", figures);
                     }
                 }
-                _ => record(&mut samples, "ipc-channel", ipc_figures(sizes)),
+                "ipc-channel" => record(&mut samples, "ipc-channel", ipc_figures(sizes)),
+                system => {
+                    for (name, value) in aio::figures(system, sizes) {
+                        samples.entry((name, system)).or_default().push(value);
+                    }
+                }
             }
         }
     }
     print_table(&samples, rounds, quick, python.as_deref());
+    aio::print_table(&samples);
     if let Some(raw) = raw {
         let _ = std::fs::remove_file(raw);
     }
@@ -516,7 +537,10 @@ fn mpconn_figures(s: Sizes) -> Vec<(&'static str, f64)> {
     ));
     server.kill().ok();
     server.wait().ok();
-    out.push(("idle_auth_conn_bytes", idle_memory(s.idle)));
+    out.push((
+        "idle_auth_conn_bytes",
+        idle_memory("idle-listener", s.idle, &[]),
+    ));
     out
 }
 
@@ -592,9 +616,14 @@ fn concurrent_clients(address: &str, per_client: usize) -> f64 {
 }
 
 /// Bytes of listener-process memory per idle authenticated connection, with
-/// `n` of them open at once, each having exchanged a few messages.
-fn idle_memory(n: usize) -> f64 {
-    let (address, mut server) = tcp_listener_child("idle-listener", &[&n.to_string()]);
+/// `n` of them open at once, each having exchanged a few messages; the
+/// listener is the child `role` (with `extra` arguments).
+fn idle_memory(role: &str, n: usize, extra: &[&str]) -> f64 {
+    let n_arg = n.to_string();
+    let args: Vec<&str> = std::iter::once(n_arg.as_str())
+        .chain(extra.iter().copied())
+        .collect();
+    let (address, mut server) = tcp_listener_child(role, &args);
     let mut clients = Vec::with_capacity(n);
     let per_thread = n / 8;
     let threads: Vec<_> = (0..8)
@@ -807,6 +836,8 @@ fn child(args: &[String]) {
             }
         }
         "idle-listener" => {
+            // `shrink`: each connection's buffers are freed before it idles.
+            let shrink = args.get(2).is_some_and(|a| a == "shrink");
             let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
             let before = (heap_bytes(), rss_bytes());
             println!("{}", listener.address());
@@ -819,6 +850,9 @@ fn child(args: &[String]) {
                 conn.recv_bytes_into(&mut buf).unwrap();
                 conn.send_bytes(b"ok").unwrap();
                 conn.recv_bytes_into(&mut buf).unwrap();
+                if shrink {
+                    conn.shrink_buffers();
+                }
                 conns.push(conn);
             }
             let after = (heap_bytes(), rss_bytes());
@@ -833,7 +867,7 @@ fn child(args: &[String]) {
             drop(conns);
         }
         "ipc-echo" | "ipc-sink" | "ipc-typed-echo" => ipc_role(role, n, &args[2]),
-        other => panic!("unknown role {other}"),
+        other => assert!(aio::child(other, n), "unknown role {other}"),
     }
 }
 
