@@ -76,4 +76,11 @@ impl Runtime for Tokio {
     fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
         tokio::time::sleep_until(deadline.into())
     }
+
+    async fn resolve(host: String, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+        // On tokio's blocking pool.
+        Ok(tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .collect())
+    }
 }
