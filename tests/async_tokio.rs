@@ -126,6 +126,58 @@ fn a_receive_dropped_half_way_loses_nothing() {
     });
 }
 
+/// A receive that drained the socket waits for the next event rather than
+/// trying again first: each message arriving after that still wakes it,
+/// whether it comes whole, in pieces, right behind another, or larger than
+/// one read takes (a full read has not drained the socket).
+#[test]
+fn messages_arriving_one_by_one_each_wake_the_receive() {
+    use std::io::Write;
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let (raw, conn) = raw_pair();
+        let mut conn = conn.dangerous_trust_without_authentication();
+        let big = vec![7u8; 20_000];
+        let expected = big.clone();
+        // The writer goes on only once the messages before are received, so
+        // that no later event can stand in for a wake-up that went missing.
+        let (received, next) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            let mut raw = raw;
+            for i in 0..300u32 {
+                let wire = common::frame(&i.to_be_bytes());
+                match i % 4 {
+                    0 => raw.write_all(&wire).unwrap(),
+                    1 => {
+                        raw.write_all(&wire[..3]).unwrap();
+                        std::thread::sleep(Duration::from_micros(200));
+                        raw.write_all(&wire[3..]).unwrap();
+                    }
+                    2 => {
+                        let two = [wire.clone(), common::frame(b"next")].concat();
+                        raw.write_all(&two).unwrap();
+                    }
+                    _ => raw
+                        .write_all(&[wire, common::frame(&big)].concat())
+                        .unwrap(),
+                }
+                next.recv().unwrap();
+            }
+        });
+        for i in 0..300u32 {
+            assert_eq!(conn.recv_bytes().await.unwrap(), i.to_be_bytes(), "{i}");
+            match i % 4 {
+                2 => assert_eq!(conn.recv_bytes().await.unwrap(), b"next"),
+                3 => assert_eq!(conn.recv_bytes().await.unwrap(), expected),
+                _ => {}
+            }
+            received.send(()).unwrap();
+        }
+        writer.join().unwrap();
+        assert!(matches!(conn.recv_bytes().await, Err(Error::Eof)));
+    });
+}
+
 #[test]
 fn a_send_dropped_half_way_is_finished_by_the_next_send() {
     let _w = watchdog(30);

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::future::poll_fn;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,7 +16,7 @@ use super::{Polled, Runtime, with_deadline};
 use crate::connection::{Authenticated, Trust};
 use crate::error::{Error, Result};
 use crate::proto::codec::{self, Codec};
-use crate::sys;
+use crate::sys::{self, Interest};
 use crate::transport::MessageReader;
 
 /// Typed-send scratch buffers larger than this are freed after use.
@@ -193,11 +193,18 @@ impl<R: Runtime, T: Trust> RecvHalf<R, T> {
         mut f: impl FnMut(&mut MessageReader, &Polled<'_, '_, R>, Option<Instant>) -> Result<V>,
     ) -> Result<V> {
         let (io, reader) = (&*self.io, &mut self.reader);
+        // A deadline makes the transport stop, not wait, when the stream is
+        // not ready; the instant itself is never looked at (see
+        // `Polled::wait`), so any will do, and the clock is not read.
+        static STOP: OnceLock<Instant> = OnceLock::new();
+        let stop = Some(*STOP.get_or_init(Instant::now));
         poll_fn(|cx| {
+            if reader.needs_bytes() {
+                // Not readable: nothing to do in the reader until it is.
+                std::task::ready!(R::poll_ready(io, cx, Interest::Readable))?;
+            }
             let polled = Polled::<R>::new(io, cx);
-            // A deadline makes the transport stop, not wait, when the
-            // stream is not ready; the instant itself is never waited for.
-            let result = f(reader, &polled, Some(Instant::now()));
+            let result = f(reader, &polled, stop);
             polled.finish(result)
         })
         .await

@@ -98,6 +98,34 @@ pub trait Runtime: sealed::Sealed + Sized + Send + Sync + 'static {
         interest: Interest,
         op: impl FnMut(&S) -> io::Result<T>,
     ) -> Poll<io::Result<T>>;
+    /// `Pending`, with the task's waker registered, when the runtime knows
+    /// that the descriptor is not ready for `interest`; `Ready` when it may
+    /// be. Lets a receive that needs bytes wait without walking the reader
+    /// first. A runtime that keeps no readiness says `Ready`.
+    #[doc(hidden)]
+    fn poll_ready<S: Source>(
+        io: &Self::Io<S>,
+        cx: &mut Context<'_>,
+        interest: Interest,
+    ) -> Poll<io::Result<()>> {
+        let _ = (io, cx, interest);
+        Poll::Ready(Ok(()))
+    }
+    /// As [`poll_io`](Self::poll_io) for a read whose `op` also says
+    /// whether it drained the descriptor. Then the readiness seen is
+    /// forgotten, as tokio's own streams do after a short read, so that the
+    /// next read waits for the reactor's next event instead of first
+    /// failing with `WouldBlock`: one system call less per message when
+    /// messages come one at a time. A runtime that has no readiness to
+    /// forget ignores the hint.
+    #[doc(hidden)]
+    fn poll_read_io<S: Source, T>(
+        io: &Self::Io<S>,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
+    ) -> Poll<io::Result<T>> {
+        Self::poll_io(io, cx, Interest::Readable, |s| op(s).map(|(t, _)| t))
+    }
     /// Runs `op` once the descriptor is ready for `interest`, again
     /// after each `WouldBlock`, until it gives something else; unlike
     /// [`poll_io`](Self::poll_io), any number of tasks may wait at once.
@@ -174,7 +202,35 @@ impl<'a, 'c, R: Runtime> Polled<'a, 'c, R> {
         op: impl FnMut(&sys::Stream) -> io::Result<T>,
     ) -> io::Result<T> {
         let mut cx = self.cx.borrow_mut();
-        match R::poll_io(self.io, &mut cx, interest, op) {
+        let poll = R::poll_io(self.io, &mut cx, interest, op);
+        self.ready_or_would_block(interest, poll)
+    }
+
+    /// A read of at most `want` bytes; `brought_fds` tells whether the
+    /// read brought descriptors along.
+    fn read_op(
+        &self,
+        want: usize,
+        mut op: impl FnMut(&sys::Stream) -> io::Result<usize>,
+        brought_fds: impl Fn() -> bool,
+    ) -> io::Result<usize> {
+        let mut cx = self.cx.borrow_mut();
+        let poll = R::poll_read_io(self.io, &mut cx, |s| {
+            let n = op(s)?;
+            // A stream socket's read stops short only when nothing more is
+            // there, except right after a byte carrying descriptors (Linux
+            // ends the read there).
+            Ok((n, n > 0 && n < want && !brought_fds()))
+        });
+        self.ready_or_would_block(Interest::Readable, poll)
+    }
+
+    fn ready_or_would_block<T>(
+        &self,
+        interest: Interest,
+        poll: Poll<io::Result<T>>,
+    ) -> io::Result<T> {
+        match poll {
             Poll::Ready(result) => result,
             Poll::Pending => {
                 self.pending(interest).set(true);
@@ -190,11 +246,13 @@ impl<'a, 'c, R: Runtime> Polled<'a, 'c, R> {
 
 impl<R: Runtime> ByteStream for Polled<'_, '_, R> {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.op(Interest::Readable, |s| s.read(buf))
+        let want = buf.len();
+        self.read_op(want, |s| s.read(buf), || false)
     }
 
     fn read_spare(&self, v: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        self.op(Interest::Readable, |s| s.read_spare(v, max))
+        let want = (v.capacity() - v.len()).min(max);
+        self.read_op(want, |s| s.read_spare(v, max), || false)
     }
 
     fn read_spare_passing(
@@ -203,7 +261,13 @@ impl<R: Runtime> ByteStream for Polled<'_, '_, R> {
         max: usize,
         passed: &mut Option<sys::Passed>,
     ) -> io::Result<usize> {
-        self.op(Interest::Readable, |s| s.read_spare_passing(v, max, passed))
+        let want = (v.capacity() - v.len()).min(max);
+        let passed = RefCell::new(passed);
+        self.read_op(
+            want,
+            |s| s.read_spare_passing(v, max, &mut passed.borrow_mut()),
+            || passed.borrow().is_some(),
+        )
     }
 
     // The descriptor is non-blocking while registered, so a plain write

@@ -65,6 +65,40 @@ impl Runtime for Tokio {
         }
     }
 
+    fn poll_ready<S: Source>(
+        io: &AsyncFd<S>,
+        cx: &mut Context<'_>,
+        interest: Interest,
+    ) -> Poll<io::Result<()>> {
+        // The guard is dropped without clearing anything.
+        match interest {
+            Interest::Readable => io.poll_read_ready(cx).map_ok(drop),
+            Interest::Writable => io.poll_write_ready(cx).map_ok(drop),
+        }
+    }
+
+    fn poll_read_io<S: Source, T>(
+        io: &AsyncFd<S>,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&S) -> io::Result<(T, bool)>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            let mut guard = ready!(io.poll_read_ready(cx))?;
+            match guard.try_io(|fd| op(fd.get_ref())) {
+                Ok(Ok((result, drained))) => {
+                    if drained {
+                        // Only the readiness this guard saw: an event that
+                        // came since is kept.
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(result));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
     fn io<'a, S: Source, T: Send + 'a>(
         io: &'a AsyncFd<S>,
         which: Interest,

@@ -59,6 +59,20 @@ impl MessageReader {
         }
     }
 
+    /// Whether a receive can do nothing until the stream has more to read.
+    /// A pipe reader says no: it always asks the pipe.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async connections ask first")
+    )]
+    pub(crate) fn needs_bytes(&self) -> bool {
+        match self {
+            MessageReader::Frames(r) => r.needs_bytes(),
+            #[cfg(windows)]
+            MessageReader::Pipe(_) => false,
+        }
+    }
+
     /// Receives one message and hands its payload to `f`, from the read
     /// buffer where it can.
     pub(crate) fn read_with<S: ByteStream + ?Sized, R>(

@@ -118,6 +118,16 @@ impl FrameReader {
         self.pos < self.buf.len() || self.partial.as_ref().is_some_and(|p| !p.data.is_empty())
     }
 
+    /// Whether a receive can do nothing until more bytes arrive: nothing
+    /// is buffered and no error is waiting to be reported.
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-io")),
+        allow(dead_code, reason = "only the async connections ask first")
+    )]
+    pub(crate) fn needs_bytes(&self) -> bool {
+        !self.has_buffered() && !self.broken
+    }
+
     fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..]
     }

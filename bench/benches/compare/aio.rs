@@ -130,8 +130,9 @@ pub(super) fn profile(workload: &str, n: usize) {
         "raw-stream" => println!("{:.0} msgs/s", stream_raw(n)),
         "conns" => println!("{:.0} msgs/s", conns_tokio(CONNS, n)),
         "conns-waitset" => println!("{:.0} msgs/s", conns_waitset(CONNS, n)),
+        "raw-conns" => println!("{:.0} msgs/s", conns_raw(CONNS, n)),
         other => panic!(
-            "unknown workload {other}: pingpong, raw-pingpong, stream, raw-stream, conns, conns-waitset"
+            "unknown workload {other}: pingpong, raw-pingpong, stream, raw-stream, conns, conns-waitset, raw-conns"
         ),
     }
 }
@@ -249,8 +250,8 @@ impl RawFramed {
         }
     }
 
-    /// Reads more bytes behind those buffered.
-    async fn fill(&mut self) {
+    /// Reads more bytes behind those buffered; `false` at the end of the stream.
+    async fn fill(&mut self) -> bool {
         if self.pos == self.len {
             (self.pos, self.len) = (0, 0);
         } else if self.len == self.buf.len() {
@@ -258,14 +259,22 @@ impl RawFramed {
             (self.pos, self.len) = (0, self.len - self.pos);
         }
         let n = self.stream.read(&mut self.buf[self.len..]).await.unwrap();
-        assert!(n > 0, "the peer closed");
         self.len += n;
+        n > 0
     }
 
     /// Receives one message into `out` (64 KiB at most) and returns its length.
     async fn recv_into(&mut self, out: &mut [u8]) -> usize {
+        self.try_recv_into(out).await.expect("the peer closed")
+    }
+
+    /// As `recv_into`; `None` when the peer closed between messages.
+    async fn try_recv_into(&mut self, out: &mut [u8]) -> Option<usize> {
         while self.len - self.pos < 4 {
-            self.fill().await;
+            if !self.fill().await {
+                assert_eq!(self.len, self.pos, "the peer closed inside a header");
+                return None;
+            }
         }
         let header: [u8; 4] = self.buf[self.pos..self.pos + 4].try_into().unwrap();
         let len = u32::from_be_bytes(header) as usize;
@@ -273,14 +282,14 @@ impl RawFramed {
         let mut got = 0;
         while got < len {
             if self.pos == self.len {
-                self.fill().await;
+                assert!(self.fill().await, "the peer closed inside a message");
             }
             let take = (len - got).min(self.len - self.pos);
             out[got..got + take].copy_from_slice(&self.buf[self.pos..self.pos + take]);
             self.pos += take;
             got += take;
         }
-        len
+        Some(len)
     }
 }
 
@@ -343,6 +352,65 @@ fn conns_tokio(conns: usize, rounds: usize) -> f64 {
                     for _ in 0..rounds {
                         conn.send_bytes(&MSG).await.unwrap();
                         conn.recv_bytes_into(&mut buf).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let rate = (2 * conns * rounds) as f64 / t.elapsed().as_secs_f64();
+    server.join().unwrap();
+    rate
+}
+
+/// The same over the raw tokio floor: `RawFramed` on plain socketpairs.
+fn conns_raw(conns: usize, rounds: usize) -> f64 {
+    let (servers, clients): (Vec<_>, Vec<_>) =
+        (0..conns).map(|_| StdUnixStream::pair().unwrap()).unzip();
+    let go = Arc::new(Barrier::new(2));
+    let server = {
+        let go = go.clone();
+        thread::spawn(move || {
+            let rt = runtime();
+            let tasks: Vec<_> = servers
+                .into_iter()
+                .map(|stream| {
+                    let _in = rt.enter();
+                    let mut conn = RawFramed::new(stream);
+                    rt.spawn(async move {
+                        let mut buf = [0u8; 256];
+                        while let Some(n) = conn.try_recv_into(&mut buf).await {
+                            conn.send(&buf[..n]).await;
+                        }
+                    })
+                })
+                .collect();
+            go.wait();
+            rt.block_on(async {
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            });
+        })
+    };
+    let rt = runtime();
+    let clients: Vec<_> = {
+        let _in = rt.enter();
+        clients.into_iter().map(RawFramed::new).collect()
+    };
+    go.wait();
+    let t = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut conn| {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    for _ in 0..rounds {
+                        conn.send(&MSG).await;
+                        conn.recv_into(&mut buf).await;
                     }
                 })
             })
