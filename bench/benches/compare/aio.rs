@@ -104,6 +104,14 @@ const ROWS: &[Row] = &[
         base_label: "blocking mpconn",
         target: Some(1.00),
     },
+    Row {
+        name: "idle_auth_conn_shrunk_bytes",
+        unit: "B",
+        better: Better::Lower,
+        base: "tokio-raw",
+        base_label: "tokio registration",
+        target: None,
+    },
 ];
 
 /// One system's figures for one round.
@@ -148,6 +156,7 @@ pub(super) fn figures(system: &str, s: Sizes) -> Vec<(&'static str, f64)> {
                 "conns_1000_pingpong_msgs_per_s",
                 conns_raw(CONNS, s.conn_rounds),
             ),
+            ("idle_auth_conn_shrunk_bytes", idle_registration(s.idle)),
         ],
         _ => vec![
             (
@@ -174,9 +183,13 @@ pub(super) fn profile(workload: &str, n: usize) {
         "conns" => println!("{:.0} msgs/s", conns_tokio(CONNS, n)),
         "conns-waitset" => println!("{:.0} msgs/s", conns_waitset(CONNS, n)),
         "raw-conns" => println!("{:.0} msgs/s", conns_raw(CONNS, n)),
+        "idle" => println!("{:.0} B", idle_memory("tokio-idle-listener", n, &[])),
+        "idle-blocking" => println!("{:.0} B", idle_memory("idle-listener", n, &["shrink"])),
+        "idle-registration" => println!("{:.0} B", idle_registration(n)),
         other => panic!(
             "unknown workload {other}: pingpong, raw-pingpong, unpinned-pingpong, \
-             unpinned-raw-pingpong, stream, raw-stream, conns, conns-waitset, raw-conns"
+             unpinned-raw-pingpong, stream, raw-stream, conns, conns-waitset, raw-conns, idle, \
+             idle-blocking, idle-registration"
         ),
     }
 }
@@ -587,6 +600,7 @@ pub(super) fn child(role: &str, n: usize) -> bool {
             conn.send(b"done").await;
         }),
         "tokio-idle-listener" => rt.block_on(idle_listener(n)),
+        "tokio-idle-registration" => rt.block_on(idle_registrations(n)),
         _ => return false,
     }
     true
@@ -624,6 +638,46 @@ async fn idle_listener(n: usize) {
     );
     println!("{}", per(after.0, before.0).max(per(after.1, before.1)));
     drop(conns);
+}
+
+/// What tokio alone keeps for each idle stream: bytes per `UnixStream`
+/// registered with the reactor, measured as the idle connections are (in
+/// a child, the larger of heap and resident growth).
+fn idle_registration(n: usize) -> f64 {
+    let out = this_exe()
+        .args(["--role", "tokio-idle-registration", &n.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
+async fn idle_registrations(n: usize) {
+    // Made first: the socket pairs themselves are the kernel's memory.
+    let mut streams: Vec<StdUnixStream> = (0..n)
+        .map(|_| {
+            let (ours, theirs) = StdUnixStream::pair().unwrap();
+            drop(theirs);
+            ours.set_nonblocking(true).unwrap();
+            ours
+        })
+        .collect();
+    let before = (heap_bytes(), rss_bytes());
+    let mut registered = Vec::with_capacity(n);
+    for stream in streams.drain(..) {
+        registered.push(UnixStream::from_std(stream).unwrap());
+    }
+    let after = (heap_bytes(), rss_bytes());
+    let per = |a: f64, b: f64| (a - b) / n as f64;
+    eprintln!(
+        "tokio registrations: {:.0} B heap, {:.0} B resident each",
+        per(after.0, before.0),
+        per(after.1, before.1)
+    );
+    println!("{}", per(after.0, before.0).max(per(after.1, before.1)));
 }
 
 // -------------------------------------------------------------- the table
