@@ -8,7 +8,7 @@
 // every block carries a SAFETY comment (clippy::undocumented_unsafe_blocks).
 #[forbid(unsafe_code)]
 mod address;
-#[cfg(all(unix, any(feature = "tokio", feature = "async-io")))]
+#[cfg(any(feature = "tokio", all(unix, feature = "async-io")))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tokio", feature = "async-io"))))]
 #[forbid(unsafe_code)]
 pub mod aio;
@@ -85,23 +85,17 @@ pub use wait::{WaitSet, WaitSource, Waitable, wait};
 pub mod tokio {
     pub use crate::framed::MessageCodec;
 
-    #[cfg(unix)]
     pub use crate::aio::tokio_rt::Tokio;
 
     /// [`aio::Connection`](crate::aio::Connection) on tokio.
-    #[cfg(unix)]
     pub type Connection<T = crate::Authenticated> = crate::aio::Connection<Tokio, T>;
     /// [`aio::SendHalf`](crate::aio::SendHalf) on tokio.
-    #[cfg(unix)]
     pub type SendHalf<T = crate::Authenticated> = crate::aio::SendHalf<Tokio, T>;
     /// [`aio::RecvHalf`](crate::aio::RecvHalf) on tokio.
-    #[cfg(unix)]
     pub type RecvHalf<T = crate::Authenticated> = crate::aio::RecvHalf<Tokio, T>;
     /// [`aio::Listener`](crate::aio::Listener) on tokio.
-    #[cfg(unix)]
     pub type Listener<T = crate::Authenticated> = crate::aio::Listener<Tokio, T>;
     /// [`aio::Client`](crate::aio::Client) on tokio.
-    #[cfg(unix)]
     pub type Client = crate::aio::Client<Tokio>;
 }
 

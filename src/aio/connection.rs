@@ -413,14 +413,25 @@ async fn drive<R: Runtime>(
     .await
 }
 
+#[cfg(unix)]
 impl<R: Runtime, T: Trust> std::os::fd::AsRawFd for Connection<R, T> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         R::get(&self.rx.io).as_raw_fd()
     }
 }
 
+#[cfg(unix)]
 impl<R: Runtime, T: Trust> std::os::fd::AsFd for Connection<R, T> {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         R::get(&self.rx.io).as_fd()
+    }
+}
+
+/// The pipe handle, or the socket as a handle, as for the blocking
+/// [`crate::Connection`].
+#[cfg(windows)]
+impl<R: Runtime, T: Trust> std::os::windows::io::AsRawHandle for Connection<R, T> {
+    fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
+        R::get::<sys::Stream>(&self.rx.io).as_raw_handle()
     }
 }
