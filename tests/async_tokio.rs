@@ -197,3 +197,27 @@ fn an_unverified_connection_authenticates_without_blocking() {
         assert_eq!(b.recv::<String>().await.unwrap(), "proved");
     });
 }
+
+#[test]
+fn a_host_name_is_resolved_off_the_task_and_each_address_tried() {
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
+        let port = match listener.address() {
+            mpconn::Address::Tcp(sa) => sa.port(),
+            other => panic!("{other:?}"),
+        };
+        // "localhost" may resolve to ::1 first, where nothing listens.
+        let name = format!("localhost:{port}");
+        let (accepted, connected) =
+            tokio::join!(listener.accept(), Client::connect(name.as_str(), KEY));
+        let (mut a, mut b) = (accepted.unwrap(), connected.unwrap());
+        b.send(&9u16).await.unwrap();
+        assert_eq!(a.recv::<u16>().await.unwrap(), 9);
+        let unknown = Client::connect("no-such-host.invalid:1", KEY).await;
+        assert!(
+            matches!(unknown, Err(Error::Io(_) | Error::Address(_))),
+            "{unknown:?}"
+        );
+    });
+}

@@ -23,8 +23,9 @@ use crate::sys::{self, Interest};
 /// the blocking client's [`ClientOptions`], deadlines included; they are
 /// kept with the runtime's timers.
 ///
-/// Host names are resolved with the system's resolver before connecting,
-/// on the calling task; give an IP address where that must not wait.
+/// Host names are resolved with the system's resolver on the runtime's
+/// blocking threads (tokio's blocking pool, or the `blocking` crate's pool
+/// that smol uses), not on the task's thread.
 #[derive(Debug)]
 pub struct Client<R: Runtime> {
     _runtime: PhantomData<R>,
@@ -90,8 +91,18 @@ async fn connect<R: Runtime>(address: &Address) -> Result<R::Io<sys::Stream>> {
     if let Address::Pipe(name) = address {
         return connect_pipe::<R>(name).await;
     }
+    let targets = match address {
+        Address::TcpHost { host, port } => {
+            let resolved = R::resolve(host.clone(), *port).await?;
+            if resolved.is_empty() {
+                return Err(AddressError::Unresolved(host.clone()).into());
+            }
+            resolved.into_iter().map(SockAddr::from).collect()
+        }
+        _ => crate::socket::targets(address)?,
+    };
     let mut last = None;
-    for target in crate::socket::targets(address)? {
+    for target in targets {
         match connect_one::<R>(&target).await {
             Ok(io) => return Ok(io),
             Err(e) => last = Some(e),

@@ -36,6 +36,29 @@ use crate::transport::MessageReader;
 /// # compile_error!("E0599 stands in for the feature");
 /// ```
 ///
+/// nor does the receiving half of its split:
+///
+/// ```compile_fail,E0599
+/// # #[cfg(feature = "tokio")]
+/// # async fn f(conn: mpconn::tokio::Connection<mpconn::Unverified>) {
+/// let (_tx, mut rx) = conn.split();
+/// let value: u32 = rx.recv().await.unwrap();
+/// # }
+/// # #[cfg(not(feature = "tokio"))]
+/// # compile_error!("E0599 stands in for the feature");
+/// ```
+///
+/// Bytes are fine, and so is an upgrade by handshake:
+///
+/// ```no_run
+/// # #[cfg(feature = "tokio")]
+/// # async fn f(mut conn: mpconn::tokio::Connection<mpconn::Unverified>) -> mpconn::Result<()> {
+/// let raw: Vec<u8> = conn.recv_bytes().await?;
+/// let mut conn = conn.authenticate_as_client(b"a key of sixteen bytes+").await?;
+/// let value: u32 = conn.recv().await?;
+/// # Ok(()) }
+/// ```
+///
 /// **Cancellation.** Receives are cancellation safe: a receive dropped by
 /// `select!` or a timeout loses nothing, and the next receive returns the
 /// same message whole. A send dropped after its first byte went out is

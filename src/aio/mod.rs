@@ -142,6 +142,13 @@ pub trait Runtime: sealed::Sealed + Sized + Send + Sync + 'static {
     /// A timer that fires at `deadline`.
     #[doc(hidden)]
     fn sleep_until(deadline: Instant) -> Self::Sleep;
+    /// Resolves a host name with the system's resolver, on a thread that
+    /// may block, not on the task's.
+    #[doc(hidden)]
+    fn resolve(
+        host: String,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<std::net::SocketAddr>>> + Send;
 }
 
 /// A registered stream seen through the blocking code's [`ByteStream`],

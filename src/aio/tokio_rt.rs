@@ -90,6 +90,10 @@ mod unix {
         fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
             tokio::time::sleep_until(deadline.into())
         }
+
+        async fn resolve(host: String, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+            resolve(host, port).await
+        }
     }
 }
 
@@ -144,5 +148,16 @@ mod windows {
         fn sleep_until(deadline: Instant) -> tokio::time::Sleep {
             tokio::time::sleep_until(deadline.into())
         }
+
+        async fn resolve(host: String, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+            resolve(host, port).await
+        }
     }
+}
+
+/// Resolves a host name on tokio's blocking pool.
+async fn resolve(host: String, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+    Ok(tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .collect())
 }

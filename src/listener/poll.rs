@@ -241,10 +241,13 @@ impl Engine {
     }
 
     /// Runs the handshakes until a connection or a failure is queued, or
-    /// `deadline` passes. The poll runs at least once, so a deadline of now
-    /// makes this a non-blocking step.
+    /// `deadline` passes. The poll runs at least once, and until it leaves
+    /// no event behind, so a deadline of now makes this a non-blocking step
+    /// that has seen every event: the poll's own descriptor is then quiet
+    /// until something new happens, which is what an async runtime waits
+    /// for (events left in the poll would signal nothing new).
     pub(super) fn run(&mut self, deadline: Option<Instant>) -> Result<()> {
-        let mut polled = false;
+        let mut drained = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
                 self.drop_all_pending();
@@ -256,7 +259,7 @@ impl Engine {
             if self.shared.wake.has_work() {
                 return Ok(());
             }
-            if polled && deadline.is_some_and(|d| now >= d) {
+            if drained && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout);
             }
             let wake_at = [self.next_wake(), deadline].into_iter().flatten().min();
@@ -266,9 +269,10 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
-            polled = true;
             // Borrow the events apart from self while the handshakes advance.
             let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            // A full buffer may have left events in the poll.
+            drained = events.iter().count() < events.capacity();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.backlog = true,
