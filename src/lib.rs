@@ -79,7 +79,8 @@ pub use wait::{WaitSet, WaitSource, Waitable, wait};
 
 /// Async connections on tokio (feature `tokio`): the types of [`aio`],
 /// named for [`Tokio`](tokio::Tokio), and [`MessageCodec`](tokio::MessageCodec),
-/// CPython's framing as a `tokio_util` codec.
+/// CPython's framing as a `tokio_util` codec. On Unix and on Windows (TCP
+/// and named pipes; see [`aio`] for how a pipe waits).
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio {
@@ -101,7 +102,8 @@ pub mod tokio {
 
 /// Async connections on async-io, the reactor of smol and async-std
 /// (feature `async-io`): the types of [`aio`], named for
-/// [`AsyncIo`](async_io::AsyncIo).
+/// [`AsyncIo`](async_io::AsyncIo). Unix only: on Windows the feature adds
+/// nothing, and [`tokio`] is the async API.
 #[cfg(all(unix, feature = "async-io"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub mod async_io {

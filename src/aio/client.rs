@@ -19,7 +19,7 @@ use crate::sys::{self, Interest};
 /// Connects to a listener, an mpconn one or CPython's, without blocking:
 /// the async form of [`crate::Client`], on the runtime `R`
 /// ([`mpconn::tokio::Client`](crate::tokio::Client),
-/// [`mpconn::async_io::Client`](crate::async_io::Client)). The options are
+/// `mpconn::async_io::Client` on Unix). The options are
 /// the blocking client's [`ClientOptions`], deadlines included; they are
 /// kept with the runtime's timers.
 ///

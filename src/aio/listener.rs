@@ -27,7 +27,7 @@ use crate::listener::{ListenerOptions, ListenerStats};
 /// A bound socket that accepts authenticated connections without blocking:
 /// the async form of [`crate::Listener`], on the runtime `R`
 /// ([`mpconn::tokio::Listener`](crate::tokio::Listener),
-/// [`mpconn::async_io::Listener`](crate::async_io::Listener)).
+/// `mpconn::async_io::Listener` on Unix).
 ///
 /// The handshakes of many clients run at once, under the same admission
 /// policy and deadlines as on the blocking listener (the same engine

@@ -2,10 +2,10 @@
 //! message transport as the blocking types, driven by an async runtime.
 //!
 //! Nothing of the protocol is written twice. A connection's bytes go
-//! through the blocking code's [`MessageReader`](crate::transport::MessageReader)
-//! and its handshake through [`Exchange::step`](crate::handshake::Exchange::step);
+//! through the blocking code's `MessageReader` and its handshake through
+//! `Exchange::step`;
 //! what changes is only how a stream that has no bytes (or no room) waits.
-//! The blocking code waits in `poll(2)`; here [`Polled`] stands in for the
+//! The blocking code waits in `poll(2)`; here `Polled` stands in for the
 //! stream, registers the task's waker with the runtime's reactor, and tells
 //! the code above that it would have to wait. The reader keeps whatever it
 //! had read, and the future returns `Pending`. When the task is woken the
@@ -16,9 +16,26 @@
 //! The runtimes differ only in [`Runtime`]: how a descriptor is registered
 //! with the reactor, how one I/O call waits for readiness, and how to sleep
 //! until an instant. [`Tokio`](crate::tokio::Tokio) (feature `tokio`) and
-//! [`AsyncIo`](crate::async_io::AsyncIo) (feature `async-io`, for smol
-//! and async-std) implement it; `mpconn::tokio` and `mpconn::async_io`
-//! name the types below for their runtime.
+//! `AsyncIo` (feature `async-io`, for smol and async-std; Unix only)
+//! implement it; `mpconn::tokio` and `mpconn::async_io` name the types
+//! below for their runtime.
+//!
+//! **Windows** (tokio only). A TCP socket is handed to tokio's reactor, which
+//! owns it, and each I/O call runs inside its `try_io` on a view of the
+//! socket that never closes it. A named pipe moves whole messages, and
+//! tokio's `NamedPipe` would make a byte stream of them (boundaries and
+//! empty messages lost, bytes read ahead inside it), so no runtime holds
+//! it: its own non-blocking calls do the waiting. A receive looks at the
+//! pipe's readiness probe (the zero-byte read that `wait()` uses) and
+//! reads only once it has ended; while it is in flight, the system thread
+//! pool waits on its event and wakes the task, so no thread is spent per
+//! connection. A send copies the message into a buffer of the pipe's own
+//! and leaves the write in flight when the pipe cannot take it at once:
+//! the kernel may read that buffer after the future is gone, and the
+//! message is committed whole or not at all. The cost is one copy per
+//! message sent on a pipe, and a thread-pool wait registered per wait.
+//! The listener is the blocking one's thread engine, whose threads wake
+//! the accepting tasks when they queue a connection.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -96,7 +113,7 @@ impl Source for sys::Stream {
 }
 
 /// An async runtime mpconn's async types run on. Sealed: implemented by
-/// [`Tokio`](crate::tokio::Tokio) and [`AsyncIo`](crate::async_io::AsyncIo).
+/// [`Tokio`](crate::tokio::Tokio) and `AsyncIo` (`mpconn::async_io`, Unix).
 /// Its methods are the seam between mpconn and the runtime's reactor, not
 /// API for users.
 pub trait Runtime: sealed::Sealed + Sized + Send + Sync + 'static {

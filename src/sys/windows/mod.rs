@@ -221,6 +221,10 @@ impl Stream {
     /// pipe's calls are overlapped, and its non-blocking ones are calls of
     /// their own (`Pipe::try_recv_message`, `Pipe::try_send_message`):
     /// nothing to switch. A plain handle has no non-blocking mode.
+    #[cfg_attr(
+        not(feature = "tokio"),
+        allow(dead_code, reason = "only the async connections switch")
+    )]
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
             Stream::Socket(s) => s.set_nonblocking(nonblocking),
