@@ -333,7 +333,10 @@ fn an_empty_message_a_blocking_wait_took_survives_the_move_to_async() {
         assert!(a.poll(Some(Duration::from_secs(5))).await.unwrap());
         assert_eq!(a.recv_bytes().await.unwrap(), b"");
         assert_eq!(a.recv_bytes().await.unwrap(), b"second");
-        assert!(!a.poll(Some(Duration::from_millis(30))).await.unwrap());
+        // Nothing more: the poll waits out its timeout.
+        let started = std::time::Instant::now();
+        assert!(!a.poll(Some(Duration::from_millis(100))).await.unwrap());
+        assert!(started.elapsed() >= Duration::from_millis(90));
         drop(b);
         assert!(a.poll(Some(Duration::from_secs(5))).await.unwrap());
         assert!(matches!(a.recv_bytes().await, Err(Error::Eof)));

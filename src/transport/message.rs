@@ -137,7 +137,13 @@ impl MessageReader {
         match self {
             MessageReader::Frames(r) => r.read_ahead(stream, deadline),
             #[cfg(windows)]
-            MessageReader::Pipe(_) => Ok(stream.wait(crate::sys::Interest::Readable, deadline)?),
+            // As a frame reader's fill: a deadline that passes is a timeout.
+            MessageReader::Pipe(_) => {
+                match stream.wait(crate::sys::Interest::Readable, deadline)? {
+                    true => Ok(true),
+                    false => Err(crate::Error::Timeout),
+                }
+            }
         }
     }
 
