@@ -293,6 +293,35 @@ fn a_pipe_send_dropped_while_the_pipe_is_full_is_delivered_whole() {
 }
 
 #[test]
+fn a_handshake_waits_behind_a_pipe_message_still_in_flight() {
+    let _w = watchdog(60);
+    let (a, b) = mpconn::pipe().unwrap();
+    // The ends of pipe() are trusted; an upgrade needs unverified ones.
+    let a = mpconn::Connection::from(std::os::windows::io::OwnedHandle::try_from(a).unwrap());
+    let b = mpconn::Connection::from(std::os::windows::io::OwnedHandle::try_from(b).unwrap());
+    let big = pattern(3_000_000, 6);
+    let peer = {
+        let expected = big.clone();
+        std::thread::spawn(move || {
+            let mut b = b;
+            // Late: the server's challenge waits behind the big message.
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(b.recv_bytes().unwrap(), expected);
+            let mut b = b.authenticate_as_client(KEY).unwrap();
+            assert_eq!(b.recv::<String>().unwrap(), "through");
+        })
+    };
+    runtime().block_on(async {
+        let mut a = Connection::from_blocking(a).unwrap();
+        let dropped = a.send_bytes_timeout(&big, Duration::from_millis(20)).await;
+        assert!(matches!(dropped, Err(Error::Timeout)), "{dropped:?}");
+        let mut a = a.authenticate_as_server(KEY).await.unwrap();
+        a.send(&"through").await.unwrap();
+    });
+    peer.join().unwrap();
+}
+
+#[test]
 fn into_blocking_finishes_a_pipe_message_still_in_flight() {
     let _w = watchdog(60);
     let rt = runtime();

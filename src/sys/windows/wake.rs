@@ -136,3 +136,81 @@ impl Drop for EventWaker {
         self.disarm();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sys::Event;
+
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    /// Waits up to a second for `count` to reach `n`.
+    fn reaches(count: &Count, n: usize) -> bool {
+        let end = Instant::now() + Duration::from_secs(1);
+        while count.0.load(Ordering::SeqCst) < n {
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn the_last_waker_given_is_woken_once_when_the_event_is_signalled() {
+        let event = Event::new().unwrap();
+        let (first, first_waker) = counter();
+        let (second, second_waker) = counter();
+        let mut waker = EventWaker::default();
+        waker.arm(event.raw(), &first_waker).unwrap();
+        // Armed again before the event: only the waker is swapped.
+        waker.arm(event.raw(), &second_waker).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(second.0.load(Ordering::SeqCst), 0, "woken before the event");
+        event.set();
+        assert!(reaches(&second, 1), "the event did not wake the task");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            second.0.load(Ordering::SeqCst),
+            1,
+            "a one-shot wait woke twice"
+        );
+        assert_eq!(
+            first.0.load(Ordering::SeqCst),
+            0,
+            "the replaced waker was woken"
+        );
+        // Armed on an event that is signalled already: woken at once.
+        waker.arm(event.raw(), &first_waker).unwrap();
+        assert!(reaches(&first, 1));
+    }
+
+    #[test]
+    fn a_disarmed_waker_is_not_woken() {
+        let event = Event::new().unwrap();
+        let (count, task) = counter();
+        let mut waker = EventWaker::default();
+        waker.arm(event.raw(), &task).unwrap();
+        waker.disarm();
+        event.set();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        drop(waker);
+    }
+}
