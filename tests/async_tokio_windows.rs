@@ -115,6 +115,51 @@ fn several_clients_at_once_on_a_pipe_and_on_tcp() {
 }
 
 #[test]
+fn split_halves_send_and_receive_at_once_on_several_threads() {
+    let _w = watchdog(120);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for address in addresses("tokio-duplex") {
+            let listener = Listener::bind(address.clone(), KEY).unwrap();
+            let bound = listener.address().clone();
+            let client = tokio::spawn(Client::connect(bound, KEY));
+            let server = listener.accept().await.unwrap();
+            let client = client.await.unwrap().unwrap();
+            // Each end sends large messages while it receives the other's:
+            // neither pipe nor socket can hold them, so a send that waited
+            // in place of a receive would deadlock both ends.
+            let (mut senders, mut receivers) = (Vec::new(), Vec::new());
+            for (conn, seed) in [(server, 1u8), (client, 2u8)] {
+                let (mut tx, mut rx) = conn.split();
+                senders.push(tokio::spawn(async move {
+                    for i in 0..20u8 {
+                        tx.send_bytes(&pattern(250_000, seed ^ i)).await.unwrap();
+                    }
+                    // Kept until the other end has read everything.
+                    tx
+                }));
+                receivers.push(tokio::spawn(async move {
+                    for i in 0..20u8 {
+                        let got = rx.recv_bytes().await.unwrap();
+                        assert_eq!(got, pattern(250_000, (3 - seed) ^ i), "message {i}");
+                    }
+                }));
+            }
+            for receiver in receivers {
+                receiver.await.unwrap();
+            }
+            for sender in senders {
+                sender.await.unwrap();
+            }
+        }
+    });
+}
+
+#[test]
 fn an_async_client_talks_to_a_blocking_listener() {
     let _w = watchdog(60);
     for address in addresses("tokio-async-client") {
