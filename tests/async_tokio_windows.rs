@@ -124,10 +124,15 @@ fn split_halves_send_and_receive_at_once_on_several_threads() {
         .unwrap();
     runtime.block_on(async {
         for address in addresses("tokio-duplex") {
-            let listener = Listener::bind(address.clone(), KEY).unwrap();
+            let listener = std::sync::Arc::new(Listener::bind(address.clone(), KEY).unwrap());
             let bound = listener.address().clone();
+            // Both futures are Send: they run on the runtime's threads.
+            let server = tokio::spawn({
+                let listener = listener.clone();
+                async move { listener.accept().await }
+            });
             let client = tokio::spawn(Client::connect(bound, KEY));
-            let server = listener.accept().await.unwrap();
+            let server = server.await.unwrap().unwrap();
             let client = client.await.unwrap().unwrap();
             // Each end sends large messages while it receives the other's:
             // neither pipe nor socket can hold them, so a send that waited
