@@ -271,6 +271,16 @@ impl Net {
         .unwrap();
     }
 
+    /// Ends a [`partition`](Self::partition): the client host's rules
+    /// go, and TCP's retransmissions get through again.
+    pub fn heal(&self) {
+        self.nft(
+            Host::Client,
+            "flush chain inet mpconn out\nflush chain inet mpconn in\n",
+        )
+        .unwrap();
+    }
+
     /// The packets the nftables rules dropped so far, on both hosts.
     pub fn dropped(&self) -> u64 {
         let nft = self.nft.as_ref().expect("the link was made with nftables");

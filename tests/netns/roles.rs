@@ -182,10 +182,14 @@ fn expect_timeout(result: mpconn::Result<Vec<u8>>, started: Instant, wait: Durat
     println!("timed out after {took:?}");
 }
 
+/// What the client sends while the link is cut.
+const ACROSS: &[u8] = b"across the partition";
+
 /// One connection on `ADDR`: an echo while the link is up, then, after the
 /// parent's `go` (the partition is in place by then), a receive that must
-/// time out. Should a message arrive, it is echoed, so that the client
-/// fails as well.
+/// time out (should a message arrive, it is echoed, so that the client
+/// fails as well). After the parent's `healed`, the client's message
+/// arrives after all and is echoed: the timeouts left the connection whole.
 fn partition_server() {
     let listener = Mode::from_env().bind(&param("ADDR"));
     announce("ready");
@@ -201,11 +205,20 @@ fn partition_server() {
         conn.send_bytes(msg).unwrap();
     }
     expect_timeout(result, started, wait);
+    announce("timed-out");
+    await_signal("healed");
+    let msg = conn.recv_bytes_timeout(PATIENCE).unwrap();
+    assert_eq!(msg, ACROSS);
+    conn.send_bytes(&msg).unwrap();
+    // Until the client has the echo: closing now could reset the
+    // connection before the echo's retransmission is acknowledged.
+    assert!(matches!(conn.recv_bytes_timeout(PATIENCE), Err(Error::Eof)));
 }
 
 /// Connects to `ADDR` and exchanges a message while the link is up; after
 /// the parent's `go`, sends a short message (it fits the socket buffer, so
-/// the send returns) and waits for its echo, which must time out.
+/// the send returns) and waits for its echo, which must time out. After
+/// the parent's `healed`, the echo arrives.
 fn partition_client() {
     let mut conn = Mode::from_env().connect(&param("ADDR")).unwrap();
     conn.send_bytes(&messages::message(0)).unwrap();
@@ -213,9 +226,18 @@ fn partition_client() {
     announce("up");
     await_signal("go");
     let wait = partition_wait();
-    conn.send_bytes(b"across the partition").unwrap();
+    conn.send_bytes(ACROSS).unwrap();
     let started = Instant::now();
     expect_timeout(conn.recv_bytes_timeout(wait), started, wait);
+    announce("timed-out");
+    await_signal("healed");
+    let started = Instant::now();
+    let echo = conn.recv_bytes_timeout(PATIENCE).unwrap();
+    assert_eq!(echo, ACROSS);
+    println!(
+        "the echo came {:?} after the link healed",
+        started.elapsed()
+    );
 }
 
 /// Receives one message of `SIZE` bytes on `ADDR` with short receives that
