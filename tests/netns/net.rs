@@ -69,7 +69,9 @@ impl Link {
     }
 
     /// Drops `percent` % of the packets each host sends, at random
-    /// (nftables `numgen random`), in both directions.
+    /// (nftables `numgen random`), in both directions. The rule sees what
+    /// the stack hands the device, so a segmentation-offload burst of up to
+    /// 64 KiB is one packet to it.
     pub fn loss(mut self, percent: u32) -> Self {
         self.loss_percent = Some(percent);
         self.nftables = true;
