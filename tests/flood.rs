@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use attack::{Attack, Target};
-use common::{KEY, local_address, watchdog};
+use common::{KEY, local_address, raise_descriptor_limit, watchdog};
 use mpconn::{Address, Client, DEFAULT_MAX_PENDING, Listener, ListenerOptions};
 
 /// Well above the default cap on pending handshakes: with that cap alone,
@@ -192,30 +192,4 @@ fn a_client_queued_behind_expiring_handshakes_is_served_when_they_expire() {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-/// Raises this process's soft limit on descriptors to `wanted`, failing the
-/// test if the hard limit does not allow it.
-fn raise_descriptor_limit(wanted: usize) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the rlimit we own.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
-    let wanted = wanted as libc::rlim_t;
-    assert!(
-        limit.rlim_max >= wanted,
-        "the flood needs {wanted} descriptors; the hard limit is {}",
-        limit.rlim_max
-    );
-    if limit.rlim_cur < wanted {
-        limit.rlim_cur = wanted;
-        // SAFETY: setrlimit reads the rlimit we pass; raising the soft limit
-        // within the hard one only lets this process open more.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-    }
 }

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::Poll;
 
 use super::{Connection, Runtime, Timer, with_deadline};
@@ -38,6 +38,11 @@ pub struct Listener<R: Runtime, T: Trust = Authenticated> {
     signal: R::Io<OwnedFd>,
     inner: crate::Listener<T>,
 }
+
+/// The wait for the engine's poll to become readable, with what the
+/// engine gave then.
+type Ready<'a, T> =
+    Pin<Box<dyn Future<Output = io::Result<Result<crate::Connection<T>>>> + Send + 'a>>;
 
 impl<R: Runtime, T: Trust> fmt::Debug for Listener<R, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,13 +139,18 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
                 return self.adopt(conn);
             }
             let inner = &self.inner;
-            let mut ready = pin!(R::io(&self.signal, Interest::Readable, move |_| {
-                match inner.try_accept() {
-                    Ok(Some(conn)) => Ok(Ok(conn)),
-                    Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
-                    Err(e) => Ok(Err(e)),
-                }
-            }));
+            // Boxed as a `dyn Future + Send`: held across the await below,
+            // the runtime's own future type (which captures a reference)
+            // would make this future `Send` only for one lifetime, and so
+            // unusable in `tokio::spawn` (rust-lang/rust#100013).
+            let mut ready: Ready<'_, T> =
+                Box::pin(R::io(&self.signal, Interest::Readable, move |_| {
+                    match inner.try_accept() {
+                        Ok(Some(conn)) => Ok(Ok(conn)),
+                        Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+                        Err(e) => Ok(Err(e)),
+                    }
+                }));
             let mut timer = Timer::<R>::default();
             let woke = poll_fn(|cx| {
                 if let Poll::Ready(result) = ready.as_mut().poll(cx) {

@@ -349,3 +349,30 @@ impl CutWriter {
         }
     }
 }
+
+/// Raises this process's soft limit on descriptors to `wanted`, failing the
+/// test if the hard limit does not allow it.
+#[cfg(unix)]
+pub fn raise_descriptor_limit(wanted: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let wanted = wanted as libc::rlim_t;
+    assert!(
+        limit.rlim_max >= wanted,
+        "the test needs {wanted} descriptors; the hard limit is {}",
+        limit.rlim_max
+    );
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit reads the rlimit we pass; raising the soft limit
+        // within the hard one only lets this process open more.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    }
+}

@@ -1,0 +1,238 @@
+//! A thousand authenticated connections at once on one async listener: on
+//! a multi-threaded tokio runtime over TCP, and on async-io over a Unix
+//! socket. Every client holds its connection open until all of them are
+//! connected, then streams checksummed messages of varied sizes (some past
+//! 64 KiB) while it receives their echoes; the server checks each message
+//! and its place before echoing it. Nothing may be lost, repeated, cut,
+//! corrupted or reordered, and the listener must count every client.
+
+#![cfg(all(unix, any(feature = "tokio", feature = "async-io")))]
+
+mod common;
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::Poll;
+use std::time::Duration;
+
+use common::{CHECKSUMMED_HEADER, KEY, check_message, checksummed, watchdog};
+use futures_util::StreamExt;
+use futures_util::future::join;
+use futures_util::stream::FuturesUnordered;
+use mpconn::aio::{Client, Connection, Listener, Runtime};
+use mpconn::{Address, ClientOptions, Error, ListenerOptions};
+
+const CLIENTS: usize = 1000;
+const MESSAGES: u32 = 16;
+
+/// The two runs take turns: together they would need twice the
+/// descriptors and measure the machine.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The payload size of message `seq` of client `client`: up to 4 KiB, but
+/// one message of every other client is past 64 KiB (up to 160 KiB).
+fn size(client: u32, seq: u32) -> usize {
+    let r = (u64::from(client) << 32 | u64::from(seq)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+    if client % 2 == 0 && seq == client / 2 % MESSAGES {
+        64 * 1024 + 1 + r as usize % (96 * 1024)
+    } else {
+        r as usize % 4096
+    }
+}
+
+/// Room for every handshake at once, and deadlines no busy machine
+/// reaches: the test is about a thousand connections served side by side,
+/// not about the admission policy under a flood (`tests/flood.rs`), which
+/// would drop a client whose own process is too busy to answer in time.
+fn listener_options() -> ListenerOptions {
+    ListenerOptions::new()
+        .max_pending_handshakes(2 * CLIENTS)
+        .first_answer_timeout(Duration::from_secs(60))
+        .handshake_timeout(Duration::from_secs(60))
+        .accept_timeout(Some(Duration::from_secs(60)))
+}
+
+fn client_options() -> ClientOptions {
+    ClientOptions::new().handshake_timeout(Duration::from_secs(60))
+}
+
+/// The server's side of one connection: every message must be the next of
+/// one client's, intact; each is echoed. Returns how many came.
+async fn echo<R: Runtime>(mut conn: Connection<R>) -> Result<u32, String> {
+    let mut client = None;
+    let mut next = 0;
+    loop {
+        let message = match conn.recv_bytes().await {
+            Ok(m) => m,
+            Err(Error::Eof) => return Ok(next),
+            Err(e) => return Err(format!("server, after {next} messages: {e}")),
+        };
+        let (stream, seq) = check_message(&message)?;
+        if *client.get_or_insert(stream) != stream || seq != next {
+            return Err(format!(
+                "server: message {seq} of client {stream} where message {next} of {client:?} was due"
+            ));
+        }
+        next += 1;
+        conn.send_bytes(&message)
+            .await
+            .map_err(|e| format!("server, client {stream}: {e}"))?;
+    }
+}
+
+/// One client: connects, waits until every client is connected, then sends
+/// its messages while it receives their echoes.
+async fn client<R: Runtime>(
+    address: Address,
+    id: u32,
+    all_connected: &tokio::sync::Barrier,
+) -> Result<(), String> {
+    let connected = Client::<R>::connect_with(&client_options(), &address, KEY).await;
+    // Wait even after a failure, so that the others are not left waiting.
+    all_connected.wait().await;
+    let conn = connected.map_err(|e| format!("client {id}: connect: {e}"))?;
+    let (mut tx, mut rx) = conn.split();
+    let send = async {
+        for seq in 0..MESSAGES {
+            tx.send_bytes(&checksummed(id, seq, size(id, seq)))
+                .await
+                .map_err(|e| format!("client {id}: sending {seq}: {e}"))?;
+        }
+        Ok::<_, String>(())
+    };
+    let receive = async {
+        for seq in 0..MESSAGES {
+            let echo = rx
+                .recv_bytes()
+                .await
+                .map_err(|e| format!("client {id}: receiving {seq}: {e}"))?;
+            if check_message(&echo)? != (id, seq)
+                || echo.len() != CHECKSUMMED_HEADER + size(id, seq)
+            {
+                return Err(format!("client {id}: echo {seq} is another message"));
+            }
+        }
+        Ok(())
+    };
+    let (sent, received) = join(send, receive).await;
+    sent.and(received)
+}
+
+fn assert_all_served(results: Vec<Result<(), String>>, served: Vec<Result<u32, String>>) {
+    let failures: Vec<String> = results
+        .into_iter()
+        .chain(served.into_iter().map(|r| r.map(|n| assert_eq!(n, MESSAGES))))
+        .filter_map(Result::err)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_thousand_clients_at_once_on_a_multi_threaded_tokio_runtime() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog(120);
+    common::raise_descriptor_limit(2 * CLIENTS + 256);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = std::sync::Arc::new(
+            mpconn::tokio::Listener::bind_with(listener_options(), "127.0.0.1:0", KEY).unwrap(),
+        );
+        let address = listener.address().clone();
+        let server = {
+            let listener = listener.clone();
+            tokio::spawn(async move {
+                let mut serving = Vec::new();
+                for _ in 0..CLIENTS {
+                    let conn = listener.accept().await.map_err(|e| e.to_string())?;
+                    serving.push(tokio::spawn(echo(conn)));
+                }
+                let mut served = Vec::new();
+                for s in serving {
+                    served.push(s.await.map_err(|e| e.to_string())?);
+                }
+                Ok::<_, String>(served)
+            })
+        };
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+        let clients: Vec<_> = (0..CLIENTS as u32)
+            .map(|id| {
+                let (address, barrier) = (address.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    client::<mpconn::tokio::Tokio>(address, id, &barrier).await
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for c in clients {
+            results.push(c.await.unwrap());
+        }
+        let served = server.await.unwrap().unwrap();
+        assert_all_served(results, served);
+        let stats = listener.stats();
+        assert_eq!((stats.accepted, stats.failed_handshakes), (CLIENTS as u64, 0));
+    });
+}
+
+/// Accepts `CLIENTS` connections and serves them all on this task: a
+/// runtime without a spawner (async-io's `block_on`) still serves them side
+/// by side.
+async fn serve_all<R: Runtime>(listener: &Listener<R>) -> Result<Vec<Result<u32, String>>, String> {
+    type Accept<'a, R> = Pin<Box<dyn Future<Output = mpconn::Result<Connection<R>>> + 'a>>;
+    let mut serving = FuturesUnordered::new();
+    let mut served = Vec::new();
+    let mut accepted = 0;
+    let mut accepting: Option<Accept<'_, R>> = Some(Box::pin(listener.accept()));
+    poll_fn(|cx| {
+        while let Some(accept) = accepting.as_mut() {
+            let Poll::Ready(conn) = accept.as_mut().poll(cx) else {
+                break;
+            };
+            let conn = conn.map_err(|e| format!("accept {accepted}: {e}"))?;
+            serving.push(echo(conn));
+            accepted += 1;
+            accepting = (accepted < CLIENTS).then(|| Box::pin(listener.accept()) as Accept<'_, R>);
+        }
+        while let Poll::Ready(Some(result)) = serving.poll_next_unpin(cx) {
+            served.push(result);
+        }
+        match accepting.is_none() && serving.is_empty() {
+            true => Poll::Ready(Ok::<_, String>(())),
+            false => Poll::Pending,
+        }
+    })
+    .await?;
+    Ok(served)
+}
+
+#[cfg(feature = "async-io")]
+#[test]
+fn a_thousand_clients_at_once_on_async_io() {
+    use mpconn::async_io::AsyncIo;
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog(120);
+    common::raise_descriptor_limit(2 * CLIENTS + 256);
+    let address = Address::Unix(common::unique_path("many"));
+    let listener = Listener::<AsyncIo>::bind_with(listener_options(), &address, KEY).unwrap();
+    let barrier = tokio::sync::Barrier::new(CLIENTS);
+    let clients: FuturesUnordered<_> = (0..CLIENTS as u32)
+        .map(|id| client::<AsyncIo>(address.clone(), id, &barrier))
+        .collect();
+    let (results, served) = async_io::block_on(join(
+        clients.collect::<Vec<_>>(),
+        serve_all(&listener),
+    ));
+    assert_all_served(results, served.unwrap());
+    let stats = listener.stats();
+    assert_eq!((stats.accepted, stats.failed_handshakes), (CLIENTS as u64, 0));
+}
