@@ -122,7 +122,11 @@ async fn client<R: Runtime>(
 fn assert_all_served(results: Vec<Result<(), String>>, served: Vec<Result<u32, String>>) {
     let failures: Vec<String> = results
         .into_iter()
-        .chain(served.into_iter().map(|r| r.map(|n| assert_eq!(n, MESSAGES))))
+        .chain(
+            served
+                .into_iter()
+                .map(|r| r.map(|n| assert_eq!(n, MESSAGES))),
+        )
         .filter_map(Result::err)
         .collect();
     assert!(
@@ -168,9 +172,9 @@ fn a_thousand_clients_at_once_on_a_multi_threaded_tokio_runtime() {
         let clients: Vec<_> = (0..CLIENTS as u32)
             .map(|id| {
                 let (address, barrier) = (address.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    client::<mpconn::tokio::Tokio>(address, id, &barrier).await
-                })
+                tokio::spawn(
+                    async move { client::<mpconn::tokio::Tokio>(address, id, &barrier).await },
+                )
             })
             .collect();
         let mut results = Vec::new();
@@ -180,7 +184,10 @@ fn a_thousand_clients_at_once_on_a_multi_threaded_tokio_runtime() {
         let served = server.await.unwrap().unwrap();
         assert_all_served(results, served);
         let stats = listener.stats();
-        assert_eq!((stats.accepted, stats.failed_handshakes), (CLIENTS as u64, 0));
+        assert_eq!(
+            (stats.accepted, stats.failed_handshakes),
+            (CLIENTS as u64, 0)
+        );
     });
 }
 
@@ -228,11 +235,12 @@ fn a_thousand_clients_at_once_on_async_io() {
     let clients: FuturesUnordered<_> = (0..CLIENTS as u32)
         .map(|id| client::<AsyncIo>(address.clone(), id, &barrier))
         .collect();
-    let (results, served) = async_io::block_on(join(
-        clients.collect::<Vec<_>>(),
-        serve_all(&listener),
-    ));
+    let (results, served) =
+        async_io::block_on(join(clients.collect::<Vec<_>>(), serve_all(&listener)));
     assert_all_served(results, served.unwrap());
     let stats = listener.stats();
-    assert_eq!((stats.accepted, stats.failed_handshakes), (CLIENTS as u64, 0));
+    assert_eq!(
+        (stats.accepted, stats.failed_handshakes),
+        (CLIENTS as u64, 0)
+    );
 }

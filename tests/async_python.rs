@@ -101,8 +101,19 @@ fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn python(py: &Path, script: &str, kind: &str, where_: &str, key: &[u8]) -> Child {
-    Command::new(py)
+/// A Python process, killed if the test lets go of it before it exits
+/// (a case that fails leaves none behind).
+struct Python(Child);
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python(py: &Path, script: &str, kind: &str, where_: &str, key: &[u8]) -> Python {
+    let child = Command::new(py)
         .arg("-c")
         .arg(script)
         .args([kind, where_, &hex(key)])
@@ -110,7 +121,8 @@ fn python(py: &Path, script: &str, kind: &str, where_: &str, key: &[u8]) -> Chil
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Python(child)
 }
 
 /// Runs `f` on a thread of its own: what blocks (a child's output, its
@@ -127,7 +139,7 @@ fn off_thread<T: Send + 'static>(
 }
 
 /// A Python Listener and the address it printed.
-async fn python_server(py: &Path, kind: &'static str, key: &'static [u8]) -> (Child, Address) {
+async fn python_server(py: &Path, kind: &'static str, key: &'static [u8]) -> (Python, Address) {
     let py = py.to_path_buf();
     off_thread(move || {
         let where_ = match kind {
@@ -136,7 +148,7 @@ async fn python_server(py: &Path, kind: &'static str, key: &'static [u8]) -> (Ch
         };
         let mut child = python(&py, PY_SERVER, kind, &where_, key);
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
+        BufReader::new(child.0.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
         let address: Address = line.trim().parse().unwrap();
@@ -145,8 +157,20 @@ async fn python_server(py: &Path, kind: &'static str, key: &'static [u8]) -> (Ch
     .await
 }
 
-async fn exit_code(mut child: Child) -> i32 {
-    off_thread(move || child.wait().unwrap().code().unwrap_or(-1)).await
+/// How `python` exits. The process is killed if this future is dropped
+/// first.
+async fn exit_code(mut python: Python) -> i32 {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        while !tx.is_closed() {
+            if let Some(status) = python.0.try_wait().unwrap() {
+                let _ = tx.send(status.code().unwrap_or(-1));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    rx.await.expect("the waiting thread panicked")
 }
 
 /// An async listener for one case, with the failures its hook saw.
@@ -160,6 +184,10 @@ fn our_listener<R: Runtime>(kind: &str, legacy: bool) -> (Listener<R>, Arc<Mutex
     let options = ListenerOptions::new()
         .codec(Codec::Pickle)
         .allow_legacy_md5(legacy)
+        // Dozens of interpreters start at once, and our own clients answer
+        // from the same busy thread: the deadlines are not what is tested.
+        .first_answer_timeout(Duration::from_secs(20))
+        .handshake_timeout(Duration::from_secs(20))
         // A Python process that dies early ends the wait for it.
         .accept_timeout(Some(Duration::from_secs(20)))
         .on_handshake_failure(move |f| seen.lock().unwrap().push(f.error.to_string()));
@@ -173,6 +201,7 @@ fn client_options(legacy: bool) -> ClientOptions {
     ClientOptions::new()
         .codec(Codec::Pickle)
         .allow_legacy_md5(legacy)
+        .handshake_timeout(Duration::from_secs(20))
 }
 
 /// A Python client talks to our listener: its bytes come back reversed,

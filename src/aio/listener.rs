@@ -143,14 +143,15 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
             // the runtime's own future type (which captures a reference)
             // would make this future `Send` only for one lifetime, and so
             // unusable in `tokio::spawn` (rust-lang/rust#100013).
-            let mut ready: Ready<'_, T> =
-                Box::pin(R::io(&self.signal, Interest::Readable, move |_| {
-                    match inner.try_accept() {
-                        Ok(Some(conn)) => Ok(Ok(conn)),
-                        Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
-                        Err(e) => Ok(Err(e)),
-                    }
-                }));
+            let mut ready: Ready<'_, T> = Box::pin(R::io(
+                &self.signal,
+                Interest::Readable,
+                move |_| match inner.try_accept() {
+                    Ok(Some(conn)) => Ok(Ok(conn)),
+                    Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+                    Err(e) => Ok(Err(e)),
+                },
+            ));
             let mut timer = Timer::<R>::default();
             let woke = poll_fn(|cx| {
                 if let Poll::Ready(result) = ready.as_mut().poll(cx) {
