@@ -1,8 +1,13 @@
 //! Admission control under a flood of silent connections: connections that
 //! never send a byte, held open and opened again as soon as the listener
 //! drops one, must not shut valid clients out, nor make the listener hold
-//! descriptors without bound. `examples/flood` measures the same attack
-//! (latency, memory, descriptors) from outside the listener process.
+//! descriptors without bound; and a mix of hostile clients (silent, slow,
+//! garbage, wrong keys) must not keep valid ones from being served. Each
+//! runs against the blocking listener and against the async one
+//! (`mpconn::tokio::Listener`), which drives the same engine.
+//! `examples/flood` measures the silent flood (latency, memory,
+//! descriptors) from outside the listener process, `--async` for the
+//! async listener.
 
 #![cfg(unix)]
 
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use attack::{Attack, Target};
 use common::{KEY, local_address, raise_descriptor_limit, watchdog};
-use mpconn::{Address, Client, DEFAULT_MAX_PENDING, Listener, ListenerOptions};
+use mpconn::{Address, Client, DEFAULT_MAX_PENDING, ListenerOptions, ListenerStats};
 
 /// Well above the default cap on pending handshakes: with that cap alone,
 /// most attackers wait in the backlog ahead of the valid clients.
@@ -32,33 +37,43 @@ static ONE_FLOOD_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn valid_clients_get_through_a_flood_of_silent_tcp_connections() {
-    valid_clients_get_through("127.0.0.1:0".parse().unwrap());
+    valid_clients_get_through("127.0.0.1:0".parse().unwrap(), blocking_server);
 }
 
 #[test]
 fn valid_clients_get_through_a_flood_of_silent_unix_connections() {
-    valid_clients_get_through(local_address("flood"));
+    valid_clients_get_through(local_address("flood"), blocking_server);
 }
 
-/// A listener with default options, `ATTACKERS` silent connections held and
-/// re-opened, and `CLIENTS` valid clients at once: every client must
-/// authenticate within the client's default handshake deadline and be
-/// served, and the process must not hold descriptors beyond what the
-/// attackers, the clients and the pending handshakes account for.
-fn valid_clients_get_through(address: Address) {
-    let _one = ONE_FLOOD_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let _w = watchdog(60);
-    raise_descriptor_limit(2 * ATTACKERS);
-    let listener = Arc::new(Listener::bind(address, KEY).unwrap());
-    let address = listener.address().clone();
+#[cfg(feature = "tokio")]
+#[test]
+fn valid_clients_get_through_a_flood_of_silent_tcp_connections_to_an_async_listener() {
+    valid_clients_get_through("127.0.0.1:0".parse().unwrap(), async_server);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn valid_clients_get_through_a_flood_of_silent_unix_connections_to_an_async_listener() {
+    valid_clients_get_through(local_address("flood"), async_server);
+}
+
+/// A listener that echoes one message on each connection it accepts, until
+/// stopped.
+struct Server {
+    address: Address,
+    stats: Box<dyn Fn() -> ListenerStats>,
+    stop: Box<dyn FnOnce()>,
+}
+
+/// The blocking listener: a thread accepts, a thread each serves.
+fn blocking_server(options: ListenerOptions, address: Address) -> Server {
+    let listener = Arc::new(options.bind(address, KEY).unwrap());
     let server = {
         let listener = listener.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
                 // Errors of accept (out of descriptors) are the listener's to
-                // weather; the clients' verdicts below are what counts.
+                // weather; the clients' verdicts are what counts.
                 let Ok(mut conn) = conn else { continue };
                 thread::spawn(move || {
                     if let Ok(message) = conn.recv_bytes() {
@@ -68,6 +83,76 @@ fn valid_clients_get_through(address: Address) {
             }
         })
     };
+    Server {
+        address: listener.address().clone(),
+        stats: Box::new({
+            let listener = listener.clone();
+            move || listener.stats()
+        }),
+        stop: Box::new(move || {
+            listener.close();
+            server.join().unwrap();
+        }),
+    }
+}
+
+/// The async listener on a multi-threaded tokio runtime: a task accepts, a
+/// task each serves.
+#[cfg(feature = "tokio")]
+fn async_server(options: ListenerOptions, address: Address) -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = {
+        let _in = runtime.enter();
+        Arc::new(mpconn::tokio::Listener::bind_with(options, address, KEY).unwrap())
+    };
+    let server = {
+        let listener = listener.clone();
+        runtime.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(mut conn) => {
+                        tokio::spawn(async move {
+                            if let Ok(message) = conn.recv_bytes().await {
+                                let _ = conn.send_bytes(&message).await;
+                            }
+                        });
+                    }
+                    Err(mpconn::Error::Closed) => return,
+                    Err(_) => continue,
+                }
+            }
+        })
+    };
+    Server {
+        address: listener.address().clone(),
+        stats: Box::new({
+            let listener = listener.clone();
+            move || listener.stats()
+        }),
+        stop: Box::new(move || {
+            listener.close();
+            runtime.block_on(server).unwrap();
+        }),
+    }
+}
+
+/// A listener with default options, `ATTACKERS` silent connections held and
+/// re-opened, and `CLIENTS` valid clients at once: every client must
+/// authenticate within the client's default handshake deadline and be
+/// served, and the process must not hold descriptors beyond what the
+/// attackers, the clients and the pending handshakes account for.
+fn valid_clients_get_through(address: Address, serve: fn(ListenerOptions, Address) -> Server) {
+    let _one = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog(60);
+    raise_descriptor_limit(2 * ATTACKERS);
+    let server = serve(ListenerOptions::new(), address);
+    let address = server.address.clone();
     let base_fds = open_fds();
     let target = match &address {
         Address::Tcp(sa) => Target::Tcp(*sa),
@@ -127,8 +212,7 @@ fn valid_clients_get_through(address: Address) {
     sampler.join().unwrap();
     let dropped = flood.counters.dropped.load(Ordering::SeqCst);
     flood.stop().unwrap();
-    listener.close();
-    server.join().unwrap();
+    (server.stop)();
 
     assert!(
         failures.is_empty(),
@@ -153,24 +237,25 @@ fn valid_clients_get_through(address: Address) {
 /// even though nothing else arrives to wake the listener.
 #[test]
 fn a_client_queued_behind_expiring_handshakes_is_served_when_they_expire() {
+    queued_behind_expiring_handshakes(blocking_server);
+}
+
+/// The same for the async listener, which must wake on its own timer for
+/// the engine's deadlines.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_client_queued_behind_expiring_handshakes_is_served_by_an_async_listener() {
+    queued_behind_expiring_handshakes(async_server);
+}
+
+fn queued_behind_expiring_handshakes(serve: fn(ListenerOptions, Address) -> Server) {
     let _w = watchdog(30);
-    let listener = Arc::new(
-        ListenerOptions::new()
-            .max_pending_handshakes(1)
-            .handshake_timeout(Duration::from_millis(500))
-            .bind("127.0.0.1:0", KEY)
-            .unwrap(),
-    );
-    let Address::Tcp(sa) = *listener.address() else {
+    let options = ListenerOptions::new()
+        .max_pending_handshakes(1)
+        .handshake_timeout(Duration::from_millis(500));
+    let server = serve(options, "127.0.0.1:0".parse().unwrap());
+    let Address::Tcp(sa) = server.address else {
         panic!()
-    };
-    let server = {
-        let listener = listener.clone();
-        thread::spawn(move || {
-            let mut conn = listener.accept().unwrap();
-            let message = conn.recv_bytes().unwrap();
-            conn.send_bytes(&message).unwrap();
-        })
     };
     // Takes the only slot until its deadline; never opened again.
     let silent = std::net::TcpStream::connect(sa).unwrap();
@@ -186,8 +271,114 @@ fn a_client_queued_behind_expiring_handshakes_is_served_when_they_expire() {
         "after {:?}",
         start.elapsed()
     );
-    server.join().unwrap();
+    (server.stop)();
     drop(silent);
+}
+
+/// Valid clients among silent ones, slow ones (slowloris: an answer
+/// dribbled a byte at a time past the deadline), garbage and wrong keys,
+/// all at once, against the async listener (`tests/adversarial.rs` has the
+/// blocking one): every valid client is served, every other is counted as
+/// a failed handshake, and the listener serves on afterwards.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_flood_of_hostile_and_valid_clients_on_an_async_listener() {
+    hostile_and_valid_clients(async_server);
+}
+
+fn hostile_and_valid_clients(serve: fn(ListenerOptions, Address) -> Server) {
+    use std::io::Write;
+    use std::net::TcpStream;
+    const EACH: usize = 15;
+    let _one = ONE_FLOOD_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog(60);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let counted = failures.clone();
+    let options = ListenerOptions::new()
+        .handshake_timeout(Duration::from_millis(800))
+        .on_handshake_failure(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+    let server = serve(options, "127.0.0.1:0".parse().unwrap());
+    let Address::Tcp(sa) = server.address else {
+        panic!()
+    };
+    let clients: Vec<_> = (0..5 * EACH)
+        .map(|i| {
+            thread::spawn(move || -> Result<(), String> {
+                match i % 5 {
+                    0 => {
+                        let mut conn = Client::connect(sa, KEY).map_err(|e| e.to_string())?;
+                        conn.send(&i).map_err(|e| e.to_string())?;
+                        match conn.recv::<usize>().map_err(|e| e.to_string())? {
+                            echo if echo == i => Ok(()),
+                            echo => Err(format!("echoed {echo}")),
+                        }
+                    }
+                    // Silent until the deadline has passed.
+                    1 => {
+                        let s = TcpStream::connect(sa).unwrap();
+                        thread::sleep(Duration::from_millis(1500));
+                        drop(s);
+                        Ok(())
+                    }
+                    // Garbage: a frame header no handshake message has.
+                    2 => {
+                        let mut s = TcpStream::connect(sa).unwrap();
+                        let _ = s.write_all(&[0xde; 700]);
+                        Ok(())
+                    }
+                    // Slowloris: reads the challenge, then dribbles an
+                    // answer a byte every 100 ms, past the deadline.
+                    3 => {
+                        let mut s = TcpStream::connect(sa).unwrap();
+                        common::read_frame(&mut s);
+                        let answer = common::frame(&[b'x'; 40]);
+                        for byte in answer.iter().take(15) {
+                            if s.write_all(&[*byte]).is_err() {
+                                break;
+                            }
+                            thread::sleep(Duration::from_millis(100));
+                        }
+                        Ok(())
+                    }
+                    _ => match Client::connect(sa, b"a wrong key, but long enough") {
+                        Err(mpconn::Error::Auth(_)) => Ok(()),
+                        other => Err(format!("a wrong key: {:?}", other.map(drop))),
+                    },
+                }
+            })
+        })
+        .collect();
+    let errors: Vec<String> = clients
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| match t.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("client {i}: {e}")),
+            Err(_) => Some(format!("client {i} panicked")),
+        })
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // The listener still serves after the flood.
+    let mut conn = Client::connect(sa, KEY).unwrap();
+    conn.send(&"after").unwrap();
+    assert_eq!(conn.recv::<String>().unwrap(), "after");
+    // Every hostile client is counted, once its deadline has passed.
+    let hostile = 4 * EACH;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures.load(Ordering::SeqCst) < hostile && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let stats = (server.stats)();
+    (server.stop)();
+    assert_eq!(failures.load(Ordering::SeqCst), hostile);
+    assert_eq!(
+        (stats.accepted, stats.failed_handshakes),
+        (EACH as u64 + 1, hostile as u64)
+    );
 }
 
 fn open_fds() -> usize {
