@@ -257,11 +257,16 @@ fn queued_behind_expiring_handshakes(serve: fn(ListenerOptions, Address) -> Serv
     let Address::Tcp(sa) = server.address else {
         panic!()
     };
-    // Takes the only slot until its deadline; never opened again.
-    let silent = std::net::TcpStream::connect(sa).unwrap();
-    thread::sleep(Duration::from_millis(100));
+    // Takes the only slot until its deadline; never opened again. Once it
+    // has its challenge, it holds the slot: the client below comes within
+    // the grace period before it may be evicted, so nothing but the
+    // listener's own timer can make room.
+    let mut silent = std::net::TcpStream::connect(sa).unwrap();
+    common::read_frame(&mut silent);
     let start = Instant::now();
-    let result = Client::connect(sa, KEY).and_then(|mut conn| {
+    // Bounded, so that a listener that never wakes fails the test.
+    let options = mpconn::ClientOptions::new().challenge_timeout(Some(Duration::from_secs(10)));
+    let result = options.connect(sa, KEY).and_then(|mut conn| {
         conn.send(&"queued")?;
         conn.recv::<String>()
     });
