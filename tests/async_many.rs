@@ -5,6 +5,8 @@
 //! 64 KiB) while it receives their echoes; the server checks each message
 //! and its place before echoing it. Nothing may be lost, repeated, cut,
 //! corrupted or reordered, and the listener must count every client.
+//! Then a valid client behind a burst of idle connections larger than the
+//! listener engine's event buffer, on both runtimes.
 
 #![cfg(all(unix, any(feature = "tokio", feature = "async-io")))]
 
@@ -243,4 +245,90 @@ fn a_thousand_clients_at_once_on_async_io() {
         (stats.accepted, stats.failed_handshakes),
         (CLIENTS as u64, 0)
     );
+}
+
+/// More than the listener engine takes from its poll at once (256).
+const IDLE: usize = 1500;
+
+/// Opens `IDLE` idle connections to `address`, then a valid client behind
+/// them, on a thread; returns once they are all in the listener's backlog.
+fn a_burst_then_a_client(
+    address: &Address,
+) -> (
+    Vec<std::net::TcpStream>,
+    std::thread::JoinHandle<mpconn::Result<u8>>,
+) {
+    let Address::Tcp(sa) = *address else {
+        panic!("a burst over TCP")
+    };
+    let idle = (0..IDLE)
+        .map(|_| std::net::TcpStream::connect(sa).unwrap())
+        .collect();
+    let (connected, is_connected) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let conn = mpconn::Client::connect_unauthenticated(sa)?;
+        let _ = connected.send(());
+        let mut conn = conn.authenticate_as_client(KEY)?;
+        conn.send(&7u8)?;
+        conn.recv::<u8>()
+    });
+    let _ = is_connected.recv();
+    (idle, client)
+}
+
+/// Room and time for every idle connection: only the burst is tested.
+fn burst_options() -> ListenerOptions {
+    ListenerOptions::new()
+        .backlog(4 * IDLE as i32)
+        .max_pending_handshakes(4 * IDLE)
+        .first_answer_timeout(Duration::from_secs(60))
+        .handshake_timeout(Duration::from_secs(60))
+        .accept_timeout(Some(Duration::from_secs(20)))
+}
+
+async fn serve_one<R: Runtime>(listener: &Listener<R>) {
+    let mut conn = listener.accept().await.unwrap();
+    let got: u8 = conn.recv().await.unwrap();
+    conn.send(&(got + 1)).await.unwrap();
+}
+
+/// A listener that starts accepting with a burst of idle connections and
+/// one valid client behind them in its backlog: all are accepted and sent
+/// a challenge at once, and more sockets are ready than the engine's poll
+/// reports in one go. The client's answer must still be read, without
+/// waiting for any deadline (none passes here: the client's own 5 s
+/// handshake deadline would). Tokio watches the poll's descriptor
+/// edge-triggered and hears of those events only once: an engine step that
+/// left events in the poll stalled there until a deadline. async-io re-arms
+/// its interest level-triggered and did not; it runs the same case.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_client_behind_a_burst_of_idle_connections_is_served_on_tokio() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog(60);
+    common::raise_descriptor_limit(2 * IDLE + 256);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in = rt.enter();
+    let listener = mpconn::tokio::Listener::bind_with(burst_options(), "127.0.0.1:0", KEY).unwrap();
+    let (idle, client) = a_burst_then_a_client(listener.address());
+    rt.block_on(serve_one(&listener));
+    assert_eq!(client.join().unwrap().map_err(|e| e.to_string()), Ok(8));
+    drop(idle);
+}
+
+#[cfg(feature = "async-io")]
+#[test]
+fn a_client_behind_a_burst_of_idle_connections_is_served_on_async_io() {
+    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog(60);
+    common::raise_descriptor_limit(2 * IDLE + 256);
+    let listener =
+        mpconn::async_io::Listener::bind_with(burst_options(), "127.0.0.1:0", KEY).unwrap();
+    let (idle, client) = a_burst_then_a_client(listener.address());
+    async_io::block_on(serve_one(&listener));
+    assert_eq!(client.join().unwrap().map_err(|e| e.to_string()), Ok(8));
+    drop(idle);
 }

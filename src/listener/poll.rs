@@ -236,10 +236,15 @@ impl Engine {
     }
 
     /// Runs the handshakes until a connection or a failure is queued, or
-    /// `deadline` passes. The poll runs at least once, so a deadline of now
-    /// makes this a non-blocking step.
+    /// `deadline` passes. The poll runs at least once, and again as long as
+    /// it fills the event buffer, so a deadline of now makes this a
+    /// non-blocking step that leaves no event behind in the poll: the async
+    /// listener on tokio watches the poll's descriptor edge-triggered, and
+    /// would not hear again of events left there (a burst of more clients
+    /// than the buffer holds would wait for a deadline).
     pub(super) fn run(&mut self, deadline: Option<Instant>) -> Result<()> {
-        let mut polled = false;
+        // Polled, and nothing left in the poll that the buffer could not take.
+        let mut drained = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
                 self.drop_all_pending();
@@ -251,7 +256,7 @@ impl Engine {
             if self.shared.wake.has_work() {
                 return Ok(());
             }
-            if polled && deadline.is_some_and(|d| now >= d) {
+            if drained && deadline.is_some_and(|d| now >= d) {
                 return Err(Error::Timeout);
             }
             let wake_at = [self.next_wake(), deadline].into_iter().flatten().min();
@@ -261,16 +266,19 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
-            polled = true;
             // Borrow the events apart from self while the handshakes advance.
             let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            let mut seen = 0;
             for event in events.iter() {
+                seen += 1;
                 match event.token() {
                     LISTENER => self.backlog = true,
                     WAKER => {}
                     Token(t) => self.advance(t - FIRST_PENDING),
                 }
             }
+            // A full buffer may have left events in the poll.
+            drained = seen < events.capacity();
             self.events = events;
         }
     }
