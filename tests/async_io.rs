@@ -317,3 +317,50 @@ fn an_unverified_connection_authenticates_without_blocking() {
         assert_eq!(b.recv::<String>().await.unwrap(), "proved");
     });
 }
+
+/// Every future of the async API is `Send`, so that it can be spawned on a
+/// multi-threaded runtime: this file does not compile otherwise. Checked
+/// with the concrete runtime: a check generic over it passed while
+/// `Listener::accept` was `Send` for one lifetime only, which
+/// `tokio::spawn` refused (rust-lang/rust#100013).
+#[allow(dead_code)]
+fn every_future_is_send(
+    listener: std::sync::Arc<Listener>,
+    unverified_listener: std::sync::Arc<Listener<Unverified>>,
+    mut conn: Connection,
+    unverified: Connection<Unverified>,
+    other: Connection<Unverified>,
+) {
+    fn send<F: std::future::Future + Send>(_: F) {}
+    send(async move { listener.accept().await });
+    send(async move { unverified_listener.accept().await });
+    send(async move { Client::connect("127.0.0.1:1", KEY).await });
+    send(async move { Client::connect_unauthenticated("127.0.0.1:1").await });
+    send(async move { unverified.authenticate_as_server(KEY).await });
+    send(async move { other.authenticate_as_client(KEY).await });
+    send(async move {
+        let t = Duration::ZERO;
+        let mut buf = [0u8; 4];
+        conn.send(&1u8).await?;
+        conn.send_bytes(b"").await?;
+        conn.send_bytes_timeout(b"", t).await?;
+        conn.flush().await?;
+        conn.recv::<u8>().await?;
+        conn.recv_timeout::<u8>(t).await?;
+        conn.recv_bytes().await?;
+        conn.recv_bytes_timeout(t).await?;
+        conn.recv_bytes_into(&mut buf).await?;
+        conn.recv_bytes_into_at(&mut buf, 1).await?;
+        conn.poll(None).await?;
+        let (mut tx, mut rx) = conn.split();
+        tx.send(&1u8).await?;
+        rx.recv::<u8>().await?;
+        let conn = Connection::reunite(tx, rx).map_err(|_| Error::Closed)?;
+        conn.into_blocking().await.map(drop)
+    });
+}
+
+#[test]
+fn every_future_is_send_is_checked_at_compile_time() {
+    let _ = every_future_is_send;
+}
