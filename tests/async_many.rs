@@ -33,10 +33,14 @@ const MESSAGES: u32 = 16;
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The payload size of message `seq` of client `client`: up to 4 KiB, but
-/// one message of every other client is past 64 KiB (up to 160 KiB).
+/// one message of every other client is past 64 KiB (up to 160 KiB), and
+/// one of every 250th is 8 MiB and more, which no socket takes in one
+/// write (TCP on loopback takes a few MiB).
 fn size(client: u32, seq: u32) -> usize {
     let r = (u64::from(client) << 32 | u64::from(seq)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
-    if client % 2 == 0 && seq == client / 2 % MESSAGES {
+    if client % 250 == 0 && seq == 1 {
+        8 * 1024 * 1024 + r as usize % 4096
+    } else if client % 2 == 0 && seq == client / 2 % MESSAGES {
         64 * 1024 + 1 + r as usize % (96 * 1024)
     } else {
         r as usize % 4096
