@@ -32,7 +32,8 @@ const WRONG_KEY: &[u8] = b"the-python-side-key-0123";
 /// reversed, then two pickled values the Rust side answers. Exits 0, or 3
 /// on AuthenticationError.
 const PY_CLIENT: &str = r#"
-import sys
+import os, sys, threading
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(9)), daemon=True).start()
 from multiprocessing.connection import Client
 from multiprocessing import AuthenticationError
 kind, where, key = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
@@ -60,7 +61,8 @@ conn.close()
 /// b'pickles', then answers pickled values until the client leaves. Exits
 /// 0, or 3 on AuthenticationError.
 const PY_SERVER: &str = r#"
-import sys
+import os, sys, threading
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(9)), daemon=True).start()
 from multiprocessing.connection import Listener
 from multiprocessing import AuthenticationError
 kind, where, key = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
@@ -97,12 +99,18 @@ struct Record {
 
 const KINDS: [&str; 2] = ["tcp", "unix"];
 
+/// How long a receive waits for Python: a peer that is stuck fails its case
+/// by name before the watchdog ends the whole test.
+const PATIENCE: Duration = Duration::from_secs(20);
+
 fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A Python process, killed if the test lets go of it before it exits
-/// (a case that fails leaves none behind).
+/// A Python process, killed if the test lets go of it before it exits (a
+/// case that fails leaves none behind). The scripts also exit when their
+/// standard input closes, so that a test process that dies (the watchdog
+/// aborts it) takes them along.
 struct Python(Child);
 
 impl Drop for Python {
@@ -117,7 +125,7 @@ fn python(py: &Path, script: &str, kind: &str, where_: &str, key: &[u8]) -> Pyth
         .arg("-c")
         .arg(script)
         .args([kind, where_, &hex(key)])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -216,20 +224,32 @@ async fn python_client_to_our_listener<R: Runtime>(version: &str, py: &Path, kin
         .unwrap_or_else(|e| panic!("{case}: {e} {failures:?}"));
     assert_eq!(conn.codec(), Codec::Pickle, "{case}");
     for _ in 0..3 {
-        let mut m = conn.recv_bytes().await.unwrap();
+        let mut m = conn
+            .recv_bytes_timeout(PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         m.reverse();
         conn.send_bytes(&m).await.unwrap();
     }
-    let (n, s, list): (u32, String, Vec<i64>) = conn.recv().await.unwrap();
+    let (n, s, list): (u32, String, Vec<i64>) = conn
+        .recv_timeout(PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
     conn.send(&(n + 1, s.to_uppercase(), list.iter().sum::<i64>()))
         .await
         .unwrap();
-    let mut record: Record = conn.recv().await.unwrap();
+    let mut record: Record = conn
+        .recv_timeout(PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
     assert_eq!(record.values.len(), 30_000, "{case}");
     record.name = record.name.to_uppercase();
     record.values.reverse();
     conn.send(&record).await.unwrap();
-    assert!(matches!(conn.recv_bytes().await, Err(Error::Eof)), "{case}");
+    assert!(
+        matches!(conn.recv_bytes_timeout(PATIENCE).await, Err(Error::Eof)),
+        "{case}"
+    );
     assert_eq!(exit_code(child).await, 0, "{case}");
     assert_eq!(listener.stats().accepted, 1, "{case}");
 }
@@ -245,7 +265,10 @@ async fn our_client_to_python_listener<R: Runtime>(version: &str, py: &Path, kin
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     for m in [&b""[..], b"hello from rust", &big] {
         conn.send_bytes(m).await.unwrap();
-        let mut back = conn.recv_bytes().await.unwrap();
+        let mut back = conn
+            .recv_bytes_timeout(PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         back.reverse();
         assert_eq!(back, m, "{case}");
     }
@@ -253,14 +276,20 @@ async fn our_client_to_python_listener<R: Runtime>(version: &str, py: &Path, kin
     conn.send(&(41u32, "hello", vec![1i64, 2, 3]))
         .await
         .unwrap();
-    let back: (u32, String, i64) = conn.recv().await.unwrap();
+    let back: (u32, String, i64) = conn
+        .recv_timeout(PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
     assert_eq!(back, (42, "HELLO".to_string(), 6), "{case}");
     let record = Record {
         name: "many".into(),
         values: (0..30_000).collect(),
     };
     conn.send(&record).await.unwrap();
-    let back: Record = conn.recv().await.unwrap();
+    let back: Record = conn
+        .recv_timeout(PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
     assert_eq!(back.name, "MANY", "{case}");
     assert!(back.values.iter().rev().eq(record.values.iter()), "{case}");
     drop(conn);
@@ -300,7 +329,9 @@ async fn python_client_with_a_wrong_key<R: Runtime>(version: &str, py: &Path, ki
         let mut conn: Connection<R> = Client::connect_with(&client_options(legacy), &address, KEY)
             .await
             .unwrap_or_else(|e| panic!("{case}: {e}"));
-        conn.recv::<String>().await.unwrap()
+        conn.recv_timeout::<String>(PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"))
     };
     let (accepted, got) = join(
         async {
