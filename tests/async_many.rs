@@ -12,16 +12,11 @@
 
 mod common;
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::Poll;
 use std::time::Duration;
 
 use common::{CHECKSUMMED_HEADER, KEY, check_message, checksummed, watchdog};
-use futures_util::StreamExt;
 use futures_util::future::join;
-use futures_util::stream::FuturesUnordered;
 use mpconn::aio::{Client, Connection, Listener, Runtime};
 use mpconn::{Address, ClientOptions, Error, ListenerOptions};
 
@@ -38,9 +33,9 @@ static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// write (TCP on loopback takes a few MiB).
 fn size(client: u32, seq: u32) -> usize {
     let r = (u64::from(client) << 32 | u64::from(seq)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
-    if client % 250 == 0 && seq == 1 {
+    if client.is_multiple_of(250) && seq == 1 {
         8 * 1024 * 1024 + r as usize % 4096
-    } else if client % 2 == 0 && seq == client / 2 % MESSAGES {
+    } else if client.is_multiple_of(2) && seq == client / 2 % MESSAGES {
         64 * 1024 + 1 + r as usize % (96 * 1024)
     } else {
         r as usize % 4096
@@ -200,7 +195,13 @@ fn a_thousand_clients_at_once_on_a_multi_threaded_tokio_runtime() {
 /// Accepts `CLIENTS` connections and serves them all on this task: a
 /// runtime without a spawner (async-io's `block_on`) still serves them side
 /// by side.
+#[cfg(feature = "async-io")]
 async fn serve_all<R: Runtime>(listener: &Listener<R>) -> Result<Vec<Result<u32, String>>, String> {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+    use std::future::{Future, poll_fn};
+    use std::pin::Pin;
+    use std::task::Poll;
     type Accept<'a, R> = Pin<Box<dyn Future<Output = mpconn::Result<Connection<R>>> + 'a>>;
     let mut serving = FuturesUnordered::new();
     let mut served = Vec::new();
@@ -231,6 +232,8 @@ async fn serve_all<R: Runtime>(listener: &Listener<R>) -> Result<Vec<Result<u32,
 #[cfg(feature = "async-io")]
 #[test]
 fn a_thousand_clients_at_once_on_async_io() {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
     use mpconn::async_io::AsyncIo;
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let _w = watchdog(120);

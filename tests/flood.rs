@@ -282,9 +282,13 @@ fn queued_behind_expiring_handshakes(serve: fn(ListenerOptions, Address) -> Serv
 
 /// Valid clients among silent ones, slow ones (slowloris: an answer
 /// dribbled a byte at a time past the deadline), garbage and wrong keys,
-/// all at once, against the async listener (`tests/adversarial.rs` has the
-/// blocking one): every valid client is served, every other is counted as
-/// a failed handshake, and the listener serves on afterwards.
+/// all at once: every valid client is served, every other is counted as a
+/// failed handshake, and the listener serves on afterwards.
+#[test]
+fn a_flood_of_hostile_and_valid_clients() {
+    hostile_and_valid_clients(blocking_server);
+}
+
 #[cfg(feature = "tokio")]
 #[test]
 fn a_flood_of_hostile_and_valid_clients_on_an_async_listener() {

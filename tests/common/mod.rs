@@ -282,7 +282,7 @@ pub fn varied_size(i: u32) -> usize {
     let r = (u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize;
     match i % 7 {
         0 => 64 * 1024 + 1 + r % (96 * 1024),
-        1 if i % 3 == 0 => 0,
+        1 if i.is_multiple_of(3) => 0,
         _ => r % 4096,
     }
 }
