@@ -1,7 +1,8 @@
-//! The tokio connections: listener and client over TCP and Unix sockets,
-//! cancellation, conversion to and from blocking connections.
+//! The tokio connections: listener and client over TCP and Unix sockets
+//! (named pipes on Windows), cancellation, conversion to and from blocking
+//! connections. `async_tokio_windows.rs` has the Windows-only ones.
 
-#![cfg(all(unix, feature = "tokio"))]
+#![cfg(feature = "tokio")]
 
 mod common;
 
@@ -18,11 +19,36 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// TCP, and a Unix socket (a named pipe on Windows).
 fn addresses(tag: &str) -> Vec<mpconn::Address> {
-    vec![
-        "127.0.0.1:0".parse().unwrap(),
-        mpconn::Address::Unix(common::unique_path(tag)),
-    ]
+    vec!["127.0.0.1:0".parse().unwrap(), common::local_address(tag)]
+}
+
+/// A connected pair of raw sockets: Unix-domain on Unix, TCP over loopback
+/// on Windows.
+#[cfg(unix)]
+type Raw = std::os::unix::net::UnixStream;
+#[cfg(windows)]
+type Raw = std::net::TcpStream;
+
+fn raw_socket_pair() -> (Raw, Raw) {
+    #[cfg(unix)]
+    return Raw::pair().unwrap();
+    #[cfg(windows)]
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = Raw::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        (a, b)
+    }
+}
+
+/// A blocking connection over a raw socket.
+fn adopt(socket: Raw) -> mpconn::Connection<Unverified> {
+    #[cfg(unix)]
+    return mpconn::Connection::from(std::os::fd::OwnedFd::from(socket));
+    #[cfg(windows)]
+    return mpconn::Connection::from(std::os::windows::io::OwnedSocket::from(socket));
 }
 
 #[test]
@@ -72,10 +98,9 @@ fn a_wrong_key_fails_on_both_sides_and_the_listener_goes_on() {
 }
 
 /// A raw socket at the far end, to cut a frame wherever a test likes.
-fn raw_pair() -> (std::os::unix::net::UnixStream, Connection<Unverified>) {
-    let (raw, ours) = std::os::unix::net::UnixStream::pair().unwrap();
-    let conn = mpconn::Connection::from(std::os::fd::OwnedFd::from(ours));
-    (raw, Connection::from_blocking(conn).unwrap())
+fn raw_pair() -> (Raw, Connection<Unverified>) {
+    let (raw, ours) = raw_socket_pair();
+    (raw, Connection::from_blocking(adopt(ours)).unwrap())
 }
 
 #[test]
@@ -185,16 +210,37 @@ fn a_connection_moves_between_blocking_and_async_with_what_it_read_ahead() {
 fn an_unverified_connection_authenticates_without_blocking() {
     let _w = watchdog(30);
     runtime().block_on(async {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let adopt = |s: std::os::unix::net::UnixStream| {
-            Connection::from_blocking(mpconn::Connection::from(std::os::fd::OwnedFd::from(s)))
-                .unwrap()
-        };
+        let (a, b) = raw_socket_pair();
+        let adopt = |s| Connection::from_blocking(adopt(s)).unwrap();
         let (a, b) = (adopt(a), adopt(b));
         let (a, b) = tokio::join!(a.authenticate_as_server(KEY), b.authenticate_as_client(KEY));
         let (mut a, mut b) = (a.unwrap(), b.unwrap());
         a.send(&"proved").await.unwrap();
         assert_eq!(b.recv::<String>().await.unwrap(), "proved");
+    });
+}
+
+#[test]
+fn a_host_name_is_resolved_off_the_task_and_each_address_tried() {
+    let _w = watchdog(30);
+    runtime().block_on(async {
+        let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
+        let port = match listener.address() {
+            mpconn::Address::Tcp(sa) => sa.port(),
+            other => panic!("{other:?}"),
+        };
+        // "localhost" may resolve to ::1 first, where nothing listens.
+        let name = format!("localhost:{port}");
+        let (accepted, connected) =
+            tokio::join!(listener.accept(), Client::connect(name.as_str(), KEY));
+        let (mut a, mut b) = (accepted.unwrap(), connected.unwrap());
+        b.send(&9u16).await.unwrap();
+        assert_eq!(a.recv::<u16>().await.unwrap(), 9);
+        let unknown = Client::connect("no-such-host.invalid:1", KEY).await;
+        assert!(
+            matches!(unknown, Err(Error::Io(_) | Error::Address(_))),
+            "{unknown:?}"
+        );
     });
 }
 

@@ -81,4 +81,12 @@ impl Runtime for AsyncIo {
     fn sleep_until(deadline: Instant) -> Sleep {
         Sleep(Timer::at(deadline))
     }
+
+    async fn resolve(host: String, port: u16) -> io::Result<Vec<std::net::SocketAddr>> {
+        // On the `blocking` crate's thread pool, as smol's own networking does.
+        blocking::unblock(move || {
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
+        })
+        .await
+    }
 }

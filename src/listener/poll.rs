@@ -69,6 +69,11 @@ impl Wake {
         let _ = self.waker.wake();
     }
 
+    /// Wakes whoever waits on the poll, to take what is queued.
+    pub(super) fn nudge(&self) {
+        let _ = self.waker.wake();
+    }
+
     pub(super) fn wait_source(&self) -> sys::WaitSource<'_> {
         sys::WaitSource::fd(self.poll_fd)
     }
@@ -236,14 +241,12 @@ impl Engine {
     }
 
     /// Runs the handshakes until a connection or a failure is queued, or
-    /// `deadline` passes. The poll runs at least once, and again as long as
-    /// it fills the event buffer, so a deadline of now makes this a
-    /// non-blocking step that leaves no event behind in the poll: the async
-    /// listener on tokio watches the poll's descriptor edge-triggered, and
-    /// would not hear again of events left there (a burst of more clients
-    /// than the buffer holds would wait for a deadline).
+    /// `deadline` passes. The poll runs at least once, and until it leaves
+    /// no event behind, so a deadline of now makes this a non-blocking step
+    /// that has seen every event: the poll's own descriptor is then quiet
+    /// until something new happens, which is what an async runtime waits
+    /// for (events left in the poll would signal nothing new).
     pub(super) fn run(&mut self, deadline: Option<Instant>) -> Result<()> {
-        // Polled, and nothing left in the poll that the buffer could not take.
         let mut drained = false;
         loop {
             if self.shared.closed.load(Ordering::SeqCst) {
@@ -268,17 +271,15 @@ impl Engine {
             }
             // Borrow the events apart from self while the handshakes advance.
             let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-            let mut seen = 0;
+            // A full buffer may have left events in the poll.
+            drained = events.iter().count() < events.capacity();
             for event in events.iter() {
-                seen += 1;
                 match event.token() {
                     LISTENER => self.backlog = true,
                     WAKER => {}
                     Token(t) => self.advance(t - FIRST_PENDING),
                 }
             }
-            // A full buffer may have left events in the poll.
-            drained = seen < events.capacity();
             self.events = events;
         }
     }

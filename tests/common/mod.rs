@@ -292,18 +292,16 @@ pub fn varied_size(i: u32) -> usize {
 /// that varies (inside the header too), and the second part only once the
 /// receiving side calls [`go`](Self::go), which it does after dropping a
 /// receive that had the first part to read.
-#[cfg(unix)]
 pub struct CutWriter {
     first_parts: Arc<std::sync::atomic::AtomicU32>,
     go: std::sync::mpsc::Sender<()>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-#[cfg(unix)]
 impl CutWriter {
     /// Starts writing `count` checksummed messages of stream 0 (sizes
     /// from [`varied_size`]) to `raw`.
-    pub fn start(mut raw: std::os::unix::net::UnixStream, count: u32) -> CutWriter {
+    pub fn start(mut raw: impl std::io::Write + Send + 'static, count: u32) -> CutWriter {
         use std::io::Write;
         let first_parts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (go, went) = std::sync::mpsc::channel::<()>();
