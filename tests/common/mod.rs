@@ -302,7 +302,6 @@ impl CutWriter {
     /// Starts writing `count` checksummed messages of stream 0 (sizes
     /// from [`varied_size`]) to `raw`.
     pub fn start(mut raw: impl std::io::Write + Send + 'static, count: u32) -> CutWriter {
-        use std::io::Write;
         let first_parts = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (go, went) = std::sync::mpsc::channel::<()>();
         let written = first_parts.clone();
