@@ -133,9 +133,15 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
     async fn accept_forever(&self) -> Result<Connection<R, T>> {
         use std::future::Future;
         use std::io;
+        use std::pin::Pin;
 
         use super::Timer;
         use crate::sys::Interest;
+
+        /// The wait for the engine's poll to become readable, with what
+        /// the engine gave then.
+        type Ready<'a, T> =
+            Pin<Box<dyn Future<Output = io::Result<Result<crate::Connection<T>>>> + Send + 'a>>;
 
         loop {
             // A connection may be queued from an earlier round while the
@@ -144,13 +150,19 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
                 return self.adopt(conn);
             }
             let inner = &self.inner;
-            let mut ready = std::pin::pin!(R::io(&self.signal, Interest::Readable, move |_| {
-                match inner.try_accept() {
+            // Boxed as a `dyn Future + Send`: held across the await below,
+            // the runtime's own future type (which captures a reference)
+            // would make this future `Send` only for one lifetime, and so
+            // unusable in `tokio::spawn` (rust-lang/rust#100013).
+            let mut ready: Ready<'_, T> = Box::pin(R::io(
+                &self.signal,
+                Interest::Readable,
+                move |_| match inner.try_accept() {
                     Ok(Some(conn)) => Ok(Ok(conn)),
                     Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
                     Err(e) => Ok(Err(e)),
-                }
-            }));
+                },
+            ));
             let mut timer = Timer::<R>::default();
             let woke = poll_fn(|cx| {
                 if let Poll::Ready(result) = ready.as_mut().poll(cx) {
