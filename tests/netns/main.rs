@@ -19,6 +19,7 @@ mod mode;
 mod net;
 mod relay;
 mod roles;
+mod side;
 
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ fn assert_dropped(net: &Net, what: &str) {
 }
 
 /// Starts the relay on the server host, in front of the server's address.
-fn start_relay<'n>(net: &'n Net, test: &str, delay: Duration) -> net::Side<'n> {
+fn start_relay<'n>(net: &'n Net, test: &str, delay: Duration) -> side::Side<'n> {
     let relay = net.spawn(
         Host::Server,
         test,
@@ -75,7 +76,7 @@ fn start_echo_server<'n>(
     role: &str,
     mode: Mode,
     conns: u32,
-) -> net::Side<'n> {
+) -> side::Side<'n> {
     let server = net.spawn(
         Host::Server,
         test,

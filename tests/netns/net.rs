@@ -7,17 +7,14 @@
 //! parallel; dropping it deletes both, which also removes the veth pair.
 //! The first `Net` of a process deletes the namespaces that a test process
 //! which no longer exists left behind (one that was killed or aborted by
-//! its watchdog).
+//! its watchdog). What runs on the hosts is in `side.rs`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::marker::PhantomData;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 /// What every namespace this file creates is named with.
 const PREFIX: &str = "mpconn-netns-";
@@ -28,11 +25,6 @@ pub const VETH: &str = "mpc0";
 pub const PORT: u16 = 6000;
 /// Where a relay listens, on the server host's address.
 pub const RELAY_PORT: u16 = 7000;
-/// What a child prints before a marker word, so that the parent finds it
-/// among libtest's own output.
-const MARK: &str = "@@netns ";
-/// How long a side may take to reach a marker or to exit.
-const SIDE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// One of the two hosts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +36,8 @@ pub enum Host {
 }
 
 impl Host {
-    fn name(self) -> &'static str {
+    /// `server` or `client`.
+    pub fn name(self) -> &'static str {
         match self {
             Host::Server => "server",
             Host::Client => "client",
@@ -199,6 +192,11 @@ impl Net {
         Ok(())
     }
 
+    /// iproute2's `ip`.
+    pub fn ip(&self) -> &Path {
+        &self.ip
+    }
+
     /// The namespace of `host`.
     pub fn namespace(&self, host: Host) -> String {
         format!("{PREFIX}{}-{}-{}", std::process::id(), self.id, host.name())
@@ -307,50 +305,6 @@ impl Net {
         }
         total
     }
-
-    /// Starts this test binary again on `host`, running only `test`, in
-    /// `role`, with `envs` set. The side is killed if it is dropped while
-    /// running; [`Side::finish`] waits for it to succeed.
-    pub fn spawn(&self, host: Host, test: &str, role: &str, envs: &[(&str, &str)]) -> Side<'_> {
-        // The command common/ builds to re-run this binary in a role, run
-        // through `ip netns exec`.
-        let inner = crate::common::child_command(test, role);
-        let mut cmd = Command::new(&self.ip);
-        cmd.args(["netns", "exec", &self.namespace(host)])
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            if let Some(v) = v {
-                cmd.env(k, v);
-            }
-        }
-        cmd.envs(envs.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn().expect("starting ip netns exec");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stdin = child.stdin.take();
-        let (tx, lines) = mpsc::channel();
-        let name = format!("{}/{role}", host.name());
-        let label = name.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                // Shown when the test fails, with the side it came from.
-                eprintln!("[{label}] {line}");
-                if let Some(at) = line.find(MARK) {
-                    let _ = tx.send(line[at + MARK.len()..].trim().to_string());
-                }
-            }
-        });
-        Side {
-            name,
-            child,
-            stdin,
-            lines,
-            _net: PhantomData,
-        }
-    }
 }
 
 impl Drop for Net {
@@ -361,83 +315,6 @@ impl Drop for Net {
             let _ = run(&self.ip, &["netns", "del", &ns]);
         }
     }
-}
-
-/// A process running on one host. It borrows the `Net`, so it ends before
-/// the namespaces are deleted.
-pub struct Side<'n> {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    _net: PhantomData<&'n Net>,
-}
-
-impl Side<'_> {
-    /// Waits until the side announces `word` (with [`announce`]).
-    ///
-    /// # Panics
-    /// If the side exits or stays silent for `SIDE_TIMEOUT` first.
-    pub fn wait_for(&self, word: &str) {
-        let end = Instant::now() + SIDE_TIMEOUT;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(w) if w == word => return,
-                Ok(_) => {}
-                Err(e) => panic!("{} did not announce {word:?}: {e}", self.name),
-            }
-        }
-    }
-
-    /// Sends `word` to the side, which waits for it with [`await_signal`].
-    pub fn signal(&mut self, word: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is piped");
-        writeln!(stdin, "{word}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for the side to exit, and asserts that it succeeded.
-    ///
-    /// # Panics
-    /// If it fails, or is still running after `SIDE_TIMEOUT` (it is then
-    /// killed).
-    pub fn finish(mut self) {
-        let end = Instant::now() + SIDE_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{} failed: {status}", self.name);
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "{} still running after {SIDE_TIMEOUT:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Side<'_> {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// In a child: tells the parent that this side reached `word`.
-pub fn announce(word: &str) {
-    println!("{MARK}{word}");
-}
-
-/// In a child: waits for the parent to [`signal`](Side::signal) `word`.
-pub fn await_signal(word: &str) {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), word, "unexpected signal from the parent");
 }
 
 /// Root and iproute2's `ip`, or why not.

@@ -11,7 +11,7 @@ use mpconn::Error;
 use crate::common::{child_role, watchdog};
 use crate::messages::{self, COUNT};
 use crate::mode::Mode;
-use crate::net::{announce, await_signal};
+use crate::side::{announce, await_signal};
 
 /// How long a receive waits in a test that expects its message: far more
 /// than any retransmission at 1 % loss needs, far less than the watchdog.
@@ -302,7 +302,7 @@ mod tokio_roles {
     use super::{PATIENCE, number, number_or, param};
     use crate::messages::{self, COUNT};
     use crate::mode::Mode;
-    use crate::net::announce;
+    use crate::side::announce;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
