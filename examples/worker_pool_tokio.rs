@@ -15,25 +15,14 @@
 //! ```text
 //! cargo run --features tokio --example worker_pool_tokio -- [--workers N] [--tasks N] [--tcp] [--kill-task ID | --no-kill]
 //! ```
-//!
-//! Unix only: mpconn's async connections are.
 
-#[cfg(unix)]
 #[path = "pool/mod.rs"]
 mod pool;
 
-#[cfg(unix)]
 fn main() {
     pool::main("worker_pool_tokio", coordinator::run);
 }
 
-#[cfg(not(unix))]
-fn main() {
-    eprintln!("worker_pool_tokio: mpconn's async connections are Unix-only; see worker_pool");
-    std::process::exit(1);
-}
-
-#[cfg(unix)]
 mod coordinator {
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};

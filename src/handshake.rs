@@ -267,7 +267,7 @@ impl Exchange {
     /// Tells the machine that time has reached `now` (an async driver's
     /// timer fired).
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async drivers keep their own timers")
     )]
     pub(crate) fn handle_timeout(&mut self, now: Instant) {

@@ -8,7 +8,7 @@
 // every block carries a SAFETY comment (clippy::undocumented_unsafe_blocks).
 #[forbid(unsafe_code)]
 mod address;
-#[cfg(all(unix, any(feature = "tokio", feature = "async-io")))]
+#[cfg(any(feature = "tokio", all(unix, feature = "async-io")))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "tokio", feature = "async-io"))))]
 #[forbid(unsafe_code)]
 pub mod aio;
@@ -79,35 +79,31 @@ pub use wait::{WaitSet, WaitSource, Waitable, wait};
 
 /// Async connections on tokio (feature `tokio`): the types of [`aio`],
 /// named for [`Tokio`](tokio::Tokio), and [`MessageCodec`](tokio::MessageCodec),
-/// CPython's framing as a `tokio_util` codec.
+/// CPython's framing as a `tokio_util` codec. On Unix and on Windows (TCP
+/// and named pipes; see [`aio`] for how a pipe waits).
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio {
     pub use crate::framed::MessageCodec;
 
-    #[cfg(unix)]
     pub use crate::aio::tokio_rt::Tokio;
 
     /// [`aio::Connection`](crate::aio::Connection) on tokio.
-    #[cfg(unix)]
     pub type Connection<T = crate::Authenticated> = crate::aio::Connection<Tokio, T>;
     /// [`aio::SendHalf`](crate::aio::SendHalf) on tokio.
-    #[cfg(unix)]
     pub type SendHalf<T = crate::Authenticated> = crate::aio::SendHalf<Tokio, T>;
     /// [`aio::RecvHalf`](crate::aio::RecvHalf) on tokio.
-    #[cfg(unix)]
     pub type RecvHalf<T = crate::Authenticated> = crate::aio::RecvHalf<Tokio, T>;
     /// [`aio::Listener`](crate::aio::Listener) on tokio.
-    #[cfg(unix)]
     pub type Listener<T = crate::Authenticated> = crate::aio::Listener<Tokio, T>;
     /// [`aio::Client`](crate::aio::Client) on tokio.
-    #[cfg(unix)]
     pub type Client = crate::aio::Client<Tokio>;
 }
 
 /// Async connections on async-io, the reactor of smol and async-std
 /// (feature `async-io`): the types of [`aio`], named for
-/// [`AsyncIo`](async_io::AsyncIo).
+/// [`AsyncIo`](async_io::AsyncIo). Unix only: on Windows the feature adds
+/// nothing, and [`tokio`] is the async API.
 #[cfg(all(unix, feature = "async-io"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-io")))]
 pub mod async_io {

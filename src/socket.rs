@@ -165,7 +165,7 @@ fn connect_socket(address: &Address, timeout: Option<Duration>) -> Result<Socket
 /// The socket addresses a client of `address` tries, in order (a host
 /// name is resolved here, with the system's resolver).
 #[cfg_attr(
-    not(any(feature = "tokio", feature = "async-io")),
+    not(any(feature = "tokio", all(unix, feature = "async-io"))),
     allow(dead_code, reason = "only the async client connects by itself")
 )]
 pub(crate) fn targets(address: &Address) -> Result<Vec<SockAddr>> {

@@ -100,9 +100,9 @@ fn an_impostor_worker_is_rejected_and_reported() {
 }
 
 /// The coordinator on tokio, with the same blocking workers: the same
-/// deterministic outcome over a Unix socket and TCP, and the async
+/// deterministic outcome over the local transport and TCP, and the async
 /// listener rejects an impostor through the same failure hook.
-#[cfg(all(unix, feature = "tokio"))]
+#[cfg(feature = "tokio")]
 #[test]
 fn the_tokio_coordinator_loses_nothing_and_rejects_an_impostor() {
     let _w = watchdog(120);

@@ -25,7 +25,8 @@ pub struct Config {
 
 fn usage() -> &'static str {
     "usage: flood [--family tcp|unix] [--attackers N] [--clients N] [--seconds N] \
-     [--client-timeout SECONDS] [--max-pending N] [--backlog N] [--handshake-timeout-ms N] [--all]"
+     [--client-timeout SECONDS] [--max-pending N] [--backlog N] [--handshake-timeout-ms N] \
+     [--async] [--all]"
 }
 
 /// The configuration, and whether to run the four standard ones.
@@ -63,6 +64,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> AnyResult<(Config, bool
             "--handshake-timeout-ms" => {
                 config.flags.handshake_timeout = Some(Duration::from_millis(value()?.parse()?))
             }
+            "--async" => config.flags.async_listener = true,
             "--all" => all = true,
             "-h" | "--help" => {
                 println!("{}", usage());

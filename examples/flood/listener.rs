@@ -1,14 +1,15 @@
 //! The listener process: binds with default options (or the flags given),
-//! accepts in a loop and echoes one message on each connection. The
-//! measuring process starts it, samples it from /proc, and ends it by
-//! closing its standard input.
+//! accepts in a loop and echoes one message on each connection, on a thread
+//! each, or with `--async` as `mpconn::tokio::Listener` on a tokio runtime,
+//! a task each. The measuring process starts it, samples it from /proc, and
+//! ends it by closing its standard input.
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use mpconn::{Address, AuthKey, ListenerOptions};
+use mpconn::{Address, AuthKey, Listener, ListenerOptions};
 
 use crate::cli::AnyResult;
 
@@ -18,6 +19,8 @@ pub struct Flags {
     pub max_pending: Option<usize>,
     pub backlog: Option<i32>,
     pub handshake_timeout: Option<Duration>,
+    /// Run the async listener (`mpconn::tokio::Listener`) instead.
+    pub async_listener: bool,
 }
 
 impl Flags {
@@ -32,6 +35,9 @@ impl Flags {
         }
         if let Some(t) = self.handshake_timeout {
             args.extend(["--handshake-timeout-ms".into(), t.as_millis().to_string()]);
+        }
+        if self.async_listener {
+            args.push("--async".into());
         }
         args
     }
@@ -48,10 +54,14 @@ impl Flags {
         if let Some(t) = self.handshake_timeout {
             parts.push(format!("handshake_timeout {t:?}"));
         }
-        if parts.is_empty() {
+        let options = if parts.is_empty() {
             "default options".into()
         } else {
             parts.join(", ")
+        };
+        match self.async_listener {
+            true => format!("async, tokio; {options}"),
+            false => options,
         }
     }
 }
@@ -76,18 +86,35 @@ pub fn run(address: &Address, flags: &Flags) -> AnyResult<()> {
     if let Some(t) = flags.handshake_timeout {
         options = options.handshake_timeout(t);
     }
-    let listener = Arc::new(options.bind(address, key.as_bytes())?);
+    let listener = options.bind(address, key.as_bytes())?;
     println!("LISTENING {}", listener.address());
     io::stdout().flush()?;
+    let (accepted, failed) = match flags.async_listener {
+        true => serve_async(listener)?,
+        false => serve(listener),
+    };
+    println!("STATS {accepted} {failed}");
+    Ok(())
+}
+
+/// Calls `close` once standard input closes.
+fn close_at_eof(close: impl FnOnce() + Send + 'static) {
+    thread::spawn(move || {
+        let mut line = String::new();
+        while io::stdin().lock().read_line(&mut line).is_ok_and(|n| n > 0) {
+            line.clear();
+        }
+        close();
+    });
+}
+
+/// Accepts on this thread and serves each client on a thread of its own.
+/// Returns the listener's counts of accepted clients and failed handshakes.
+fn serve(listener: Listener) -> (u64, u64) {
+    let listener = Arc::new(listener);
     {
         let listener = listener.clone();
-        thread::spawn(move || {
-            let mut line = String::new();
-            while io::stdin().lock().read_line(&mut line).is_ok_and(|n| n > 0) {
-                line.clear();
-            }
-            listener.close();
-        });
+        close_at_eof(move || listener.close());
     }
     for conn in listener.incoming() {
         match conn {
@@ -104,6 +131,41 @@ pub fn run(address: &Address, flags: &Flags) -> AnyResult<()> {
         }
     }
     let stats = listener.stats();
-    println!("STATS {} {}", stats.accepted, stats.failed_handshakes);
-    Ok(())
+    (stats.accepted, stats.failed_handshakes)
+}
+
+/// The same on a tokio runtime: the listener engine driven by the async
+/// listener, each client served by a task.
+#[cfg(feature = "tokio")]
+fn serve_async(listener: Listener) -> AnyResult<(u64, u64)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = Arc::new(mpconn::tokio::Listener::from_blocking(listener)?);
+        {
+            let listener = listener.clone();
+            close_at_eof(move || listener.close());
+        }
+        loop {
+            match listener.accept().await {
+                Ok(mut conn) => {
+                    tokio::spawn(async move {
+                        if let Ok(message) = conn.recv_bytes().await {
+                            let _ = conn.send_bytes(&message).await;
+                        }
+                    });
+                }
+                Err(mpconn::Error::Closed) => break,
+                Err(e) => eprintln!("flood listener: accept: {e}"),
+            }
+        }
+        let stats = listener.stats();
+        Ok((stats.accepted, stats.failed_handshakes))
+    })
+}
+
+#[cfg(not(feature = "tokio"))]
+fn serve_async(_: Listener) -> AnyResult<(u64, u64)> {
+    Err("--async needs the tokio feature: cargo run --example flood --features tokio".into())
 }

@@ -5,13 +5,17 @@
 //! ```text
 //! cargo run --release --example flood -- --family tcp|unix --attackers 1000 --clients 200 [--seconds 10]
 //! cargo run --release --example flood -- --all     # tcp and unix, 300 and 1000 attackers: a table
+//! cargo run --release --example flood --features tokio -- --all --async   # the same, async listener
 //! ```
 //!
 //! The program starts itself again as the listener process, which binds
 //! (TCP on 127.0.0.1, or a Unix socket in a directory of this run's own)
 //! with default options, unless `--max-pending N`, `--backlog N` or
 //! `--handshake-timeout-ms N` say otherwise, accepts in a loop and echoes
-//! one message on each connection. Then, from this process:
+//! one message on each connection, a thread each; with `--async`, it runs
+//! the listener as `mpconn::tokio::Listener` on a multi-threaded tokio
+//! runtime instead, a task each (the same engine and admission policy,
+//! driven by the runtime). Then, from this process:
 //!
 //! - the attackers open `--attackers` connections that never send a byte,
 //!   and open each again as soon as the listener closes or resets it, so

@@ -19,7 +19,7 @@ use crate::sys::{self, Interest};
 /// Connects to a listener, an mpconn one or CPython's, without blocking:
 /// the async form of [`crate::Client`], on the runtime `R`
 /// ([`mpconn::tokio::Client`](crate::tokio::Client),
-/// [`mpconn::async_io::Client`](crate::async_io::Client)). The options are
+/// `mpconn::async_io::Client` on Unix). The options are
 /// the blocking client's [`ClientOptions`], deadlines included; they are
 /// kept with the runtime's timers.
 ///
@@ -84,8 +84,13 @@ impl<R: Runtime> Client<R> {
     }
 }
 
-/// Connects to the first of `address`'s socket addresses that takes it.
+/// Connects to the first of `address`'s socket addresses that takes it
+/// (on Windows, or to the named pipe it names).
 async fn connect<R: Runtime>(address: &Address) -> Result<R::Io<sys::Stream>> {
+    #[cfg(windows)]
+    if let Address::Pipe(name) = address {
+        return connect_pipe::<R>(name).await;
+    }
     let targets = match address {
         Address::TcpHost { host, port } => {
             let resolved = R::resolve(host.clone(), *port).await?;
@@ -106,8 +111,8 @@ async fn connect<R: Runtime>(address: &Address) -> Result<R::Io<sys::Stream>> {
     Err(last.unwrap_or_else(|| AddressError::Unresolved(address.to_string()).into()))
 }
 
-/// The pause before trying again a Unix socket whose backlog was full,
-/// doubling up to the last.
+/// The pause before trying again a Unix socket whose backlog was full (or
+/// a named pipe whose instances were all busy), doubling up to the last.
 const BACKLOG_RETRY: [Duration; 2] = [Duration::from_millis(1), Duration::from_millis(50)];
 
 async fn connect_one<R: Runtime>(target: &SockAddr) -> Result<R::Io<sys::Stream>> {
@@ -118,7 +123,11 @@ async fn connect_one<R: Runtime>(target: &SockAddr) -> Result<R::Io<sys::Stream>
         socket.set_nonblocking(true)?;
         match socket.connect(target) {
             Ok(()) => break socket,
+            #[cfg(unix)]
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => break socket,
+            // Windows says WSAEWOULDBLOCK for a connect under way.
+            #[cfg(windows)]
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break socket,
             // A Unix socket whose listener's backlog is full refuses at once
             // (EAGAIN) where a blocking connect would wait: wait here too.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && domain == Domain::UNIX => {
@@ -139,10 +148,35 @@ async fn connect_one<R: Runtime>(target: &SockAddr) -> Result<R::Io<sys::Stream>
     Ok(io)
 }
 
+/// Opens the client end of the named pipe `name`, waiting on the runtime's
+/// timer while all of its instances are busy, as the blocking client waits
+/// in `WaitNamedPipe`.
+#[cfg(windows)]
+async fn connect_pipe<R: Runtime>(name: &str) -> Result<R::Io<sys::Stream>> {
+    let mut pause = BACKLOG_RETRY[0];
+    loop {
+        // A deadline that has passed: one try, no wait.
+        match sys::connect_pipe(name, Some(Instant::now())) {
+            Ok(stream) => return super::register::<R>(stream),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+        if let Some(at) = Instant::now().checked_add(pause) {
+            R::sleep_until(at).await;
+        }
+        pause = (pause * 2).min(BACKLOG_RETRY[1]);
+    }
+}
+
 /// Whether a non-blocking connect has finished: its error, or
 /// `WouldBlock` while it is still under way.
 fn connected(stream: &sys::Stream) -> io::Result<()> {
+    #[cfg(unix)]
     let socket = stream.socket();
+    #[cfg(windows)]
+    let Some(socket) = stream.as_socket() else {
+        return Ok(());
+    };
     if let Some(e) = socket.take_error()? {
         return Err(e);
     }

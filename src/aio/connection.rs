@@ -20,7 +20,7 @@ use crate::transport::MessageReader;
 
 /// An async message-oriented connection: the async form of
 /// [`crate::Connection`], on the runtime `R` ([`mpconn::tokio::Connection`]
-/// and [`mpconn::async_io::Connection`] name it for theirs).
+/// and `mpconn::async_io::Connection` on Unix name it for theirs).
 ///
 /// The messages, the framing, the codecs and the trust marker are those of
 /// the blocking type, and so is the peer: a CPython process, a blocking
@@ -63,9 +63,11 @@ use crate::transport::MessageReader;
 /// `select!` or a timeout loses nothing, and the next receive returns the
 /// same message whole. A send dropped after its first byte went out is
 /// finished by the next send or [`flush`](Self::flush) (see [`SendHalf`]).
+/// On a Windows named pipe a message is committed whole or not at all, and
+/// one whose send was dropped in flight finishes by itself (see
+/// [`aio`](crate::aio)).
 ///
 /// [`mpconn::tokio::Connection`]: crate::tokio::Connection
-/// [`mpconn::async_io::Connection`]: crate::async_io::Connection
 pub struct Connection<R: Runtime, T: Trust = Authenticated> {
     tx: SendHalf<R, T>,
     rx: RecvHalf<R, T>,
@@ -84,12 +86,15 @@ impl<R: Runtime, T: Trust> Connection<R, T> {
     /// Moves a blocking connection onto the runtime, keeping everything it
     /// had read and not yet received, and its trust: a connection accepted
     /// by a blocking [`Listener`](crate::Listener), say. Its descriptor
-    /// becomes non-blocking (for every process holding a copy of it).
+    /// becomes non-blocking (for every process holding a copy of it; on
+    /// Windows a socket does, a named pipe is left as it is).
     ///
     /// # Errors
     /// [`Error::Io`] when the descriptor cannot be registered with the
     /// runtime's reactor, or when a [`CloseHandle`](crate::CloseHandle)
     /// holds the connection at that moment; the connection is lost then.
+    /// On Windows, an anonymous pipe, a byte-mode pipe or a file (nothing
+    /// signals when they are ready) fails with `ErrorKind::Unsupported`.
     pub fn from_blocking(conn: crate::Connection<T>) -> Result<Self> {
         let parts = conn.into_parts().map_err(|(e, _)| e)?;
         let io = Arc::new(super::register::<R>(parts.stream)?);
@@ -436,14 +441,25 @@ async fn drive<R: Runtime>(
     .await
 }
 
+#[cfg(unix)]
 impl<R: Runtime, T: Trust> std::os::fd::AsRawFd for Connection<R, T> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         R::get(&self.rx.io).as_raw_fd()
     }
 }
 
+#[cfg(unix)]
 impl<R: Runtime, T: Trust> std::os::fd::AsFd for Connection<R, T> {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         R::get(&self.rx.io).as_fd()
+    }
+}
+
+/// The pipe handle, or the socket as a handle, as for the blocking
+/// [`crate::Connection`].
+#[cfg(windows)]
+impl<R: Runtime, T: Trust> std::os::windows::io::AsRawHandle for Connection<R, T> {
+    fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
+        R::get::<sys::Stream>(&self.rx.io).as_raw_handle()
     }
 }

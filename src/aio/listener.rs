@@ -7,36 +7,38 @@
 //! async listener registers that descriptor with the runtime, moves the
 //! engine with the non-blocking [`crate::Listener::try_accept`] when it is
 //! readable, and sleeps on the runtime's timer until the engine's next
-//! deadline. A flood meets exactly the policy it meets on a blocking
-//! listener.
+//! deadline. On Windows the engine's own threads accept clients and run
+//! their handshakes with their deadlines, and wake the tasks waiting in
+//! `accept` when they queue a connection (or a failure for the hook); the
+//! task only takes it. A flood meets exactly the policy it meets on a
+//! blocking listener.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::io;
-use std::os::fd::OwnedFd;
-use std::pin::pin;
+use std::future::poll_fn;
+use std::marker::PhantomData;
 use std::task::Poll;
 
-use super::{Connection, Runtime, Timer, with_deadline};
+use super::{Connection, Runtime, with_deadline};
 use crate::address::{Address, ToAddress};
 use crate::connection::{Authenticated, Trust, Unverified};
 use crate::error::Result;
 use crate::listener::{ListenerOptions, ListenerStats};
-use crate::sys::Interest;
 
 /// A bound socket that accepts authenticated connections without blocking:
 /// the async form of [`crate::Listener`], on the runtime `R`
 /// ([`mpconn::tokio::Listener`](crate::tokio::Listener),
-/// [`mpconn::async_io::Listener`](crate::async_io::Listener)).
+/// `mpconn::async_io::Listener` on Unix).
 ///
 /// The handshakes of many clients run at once, under the same admission
 /// policy and deadlines as on the blocking listener (the same engine
 /// drives them), while a task awaits [`accept`](Self::accept). Several
 /// tasks may accept at once.
 pub struct Listener<R: Runtime, T: Trust = Authenticated> {
-    /// The engine's poll, registered with the runtime.
-    signal: R::Io<OwnedFd>,
+    /// The engine's poll, registered with the runtime (Unix).
+    #[cfg(unix)]
+    signal: R::Io<std::os::fd::OwnedFd>,
     inner: crate::Listener<T>,
+    _runtime: PhantomData<fn() -> R>,
 }
 
 impl<R: Runtime, T: Trust> fmt::Debug for Listener<R, T> {
@@ -99,10 +101,11 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
     /// # Errors
     /// [`Error::Io`](crate::Error::Io) when the runtime cannot watch it.
     pub fn from_blocking(listener: crate::Listener<T>) -> Result<Self> {
-        let signal = R::register(listener.dup_poll_fd()?)?;
         Ok(Listener {
-            signal,
+            #[cfg(unix)]
+            signal: R::register(listener.dup_poll_fd()?)?,
             inner: listener,
+            _runtime: PhantomData,
         })
     }
 
@@ -126,7 +129,20 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
         with_deadline::<R, _>(deadline, self.accept_forever()).await
     }
 
+    #[cfg(unix)]
     async fn accept_forever(&self) -> Result<Connection<R, T>> {
+        use std::future::Future;
+        use std::io;
+        use std::pin::Pin;
+
+        use super::Timer;
+        use crate::sys::Interest;
+
+        /// The wait for the engine's poll to become readable, with what
+        /// the engine gave then.
+        type Ready<'a, T> =
+            Pin<Box<dyn Future<Output = io::Result<Result<crate::Connection<T>>>> + Send + 'a>>;
+
         loop {
             // A connection may be queued from an earlier round while the
             // poll has nothing new to report.
@@ -134,13 +150,19 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
                 return self.adopt(conn);
             }
             let inner = &self.inner;
-            let mut ready = pin!(R::io(&self.signal, Interest::Readable, move |_| {
-                match inner.try_accept() {
+            // Boxed as a `dyn Future + Send`: held across the await below,
+            // the runtime's own future type (which captures a reference)
+            // would make this future `Send` only for one lifetime, and so
+            // unusable in `tokio::spawn` (rust-lang/rust#100013).
+            let mut ready: Ready<'_, T> = Box::pin(R::io(
+                &self.signal,
+                Interest::Readable,
+                move |_| match inner.try_accept() {
                     Ok(Some(conn)) => Ok(Ok(conn)),
                     Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
                     Err(e) => Ok(Err(e)),
-                }
-            }));
+                },
+            ));
             let mut timer = Timer::<R>::default();
             let woke = poll_fn(|cx| {
                 if let Poll::Ready(result) = ready.as_mut().poll(cx) {
@@ -157,6 +179,28 @@ impl<R: Runtime, T: Trust> Listener<R, T> {
                 None => continue,
             }
         }
+    }
+
+    /// The engine's threads keep its deadlines and wake this task when they
+    /// queue work; taking it never waits.
+    #[cfg(windows)]
+    async fn accept_forever(&self) -> Result<Connection<R, T>> {
+        let conn = poll_fn(|cx| {
+            loop {
+                match self.inner.try_accept() {
+                    Ok(Some(conn)) => return Poll::Ready(Ok(conn)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                // Work queued between the look and the waker's keeping is
+                // seen here; work queued after wakes the task.
+                if !self.inner.wake_on_work(cx.waker()) {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await?;
+        self.adopt(conn)
     }
 
     /// Moves the engine forward without waiting and returns a connection

@@ -2,10 +2,10 @@
 //! message transport as the blocking types, driven by an async runtime.
 //!
 //! Nothing of the protocol is written twice. A connection's bytes go
-//! through the blocking code's [`MessageReader`](crate::transport::MessageReader)
-//! and its handshake through [`Exchange::step`](crate::handshake::Exchange::step);
+//! through the blocking code's `MessageReader` and its handshake through
+//! `Exchange::step`;
 //! what changes is only how a stream that has no bytes (or no room) waits.
-//! The blocking code waits in `poll(2)`; here [`Polled`] stands in for the
+//! The blocking code waits in `poll(2)`; here `Polled` stands in for the
 //! stream, registers the task's waker with the runtime's reactor, and tells
 //! the code above that it would have to wait. The reader keeps whatever it
 //! had read, and the future returns `Pending`. When the task is woken the
@@ -16,9 +16,26 @@
 //! The runtimes differ only in [`Runtime`]: how a descriptor is registered
 //! with the reactor, how one I/O call waits for readiness, and how to sleep
 //! until an instant. [`Tokio`](crate::tokio::Tokio) (feature `tokio`) and
-//! [`AsyncIo`](crate::async_io::AsyncIo) (feature `async-io`, for smol
-//! and async-std) implement it; `mpconn::tokio` and `mpconn::async_io`
-//! name the types below for their runtime.
+//! `AsyncIo` (feature `async-io`, for smol and async-std; Unix only)
+//! implement it; `mpconn::tokio` and `mpconn::async_io` name the types
+//! below for their runtime.
+//!
+//! **Windows** (tokio only). A TCP socket is handed to tokio's reactor, which
+//! owns it, and each I/O call runs inside its `try_io` on a view of the
+//! socket that never closes it. A named pipe moves whole messages, and
+//! tokio's `NamedPipe` would make a byte stream of them (boundaries and
+//! empty messages lost, bytes read ahead inside it), so no runtime holds
+//! it: its own non-blocking calls do the waiting. A receive looks at the
+//! pipe's readiness probe (the zero-byte read that `wait()` uses) and
+//! reads only once it has ended; while it is in flight, the system thread
+//! pool waits on its event and wakes the task, so no thread is spent per
+//! connection. A send copies the message into a buffer of the pipe's own
+//! and leaves the write in flight when the pipe cannot take it at once:
+//! the kernel may read that buffer after the future is gone, and the
+//! message is committed whole or not at all. The cost is one copy per
+//! message sent on a pipe, and a thread-pool wait registered per wait.
+//! The listener is the blocking one's thread engine, whose threads wake
+//! the accepting tasks when they queue a connection.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -48,25 +65,55 @@ mod sealed {
 
 /// A descriptor a runtime can watch: a connection's stream, or the
 /// listener engine's poll.
+#[cfg(unix)]
 #[doc(hidden)]
 pub trait Source: Send + Sync + 'static + std::os::fd::AsFd + SourceFd {}
 
 /// What tokio's reactor needs of a source: that it owns its descriptor.
-#[cfg(feature = "tokio")]
+#[cfg(all(unix, feature = "tokio"))]
 #[doc(hidden)]
 pub trait SourceFd: sys::OwnsFd {}
-#[cfg(feature = "tokio")]
+#[cfg(all(unix, feature = "tokio"))]
 impl<S: sys::OwnsFd> SourceFd for S {}
-#[cfg(not(feature = "tokio"))]
+#[cfg(all(unix, not(feature = "tokio")))]
 #[doc(hidden)]
 pub trait SourceFd: std::os::fd::AsRawFd {}
-#[cfg(not(feature = "tokio"))]
+#[cfg(all(unix, not(feature = "tokio")))]
 impl<S: std::os::fd::AsRawFd> SourceFd for S {}
+#[cfg(unix)]
 impl Source for sys::Stream {}
+#[cfg(unix)]
 impl Source for std::os::fd::OwnedFd {}
 
+/// What a runtime can watch on Windows: a connection's stream, and nothing
+/// else (the listener's engine wakes its tasks itself). The conversions
+/// let a runtime hold the stream its own way.
+#[cfg(windows)]
+#[doc(hidden)]
+pub trait Source: Send + Sync + 'static + Sized {
+    /// The stream, to register.
+    fn into_stream(self) -> sys::Stream;
+    /// The source, given back.
+    fn from_stream(stream: sys::Stream) -> Self;
+    /// The source, seen in a registered stream.
+    fn from_stream_ref(stream: &sys::Stream) -> &Self;
+}
+
+#[cfg(windows)]
+impl Source for sys::Stream {
+    fn into_stream(self) -> sys::Stream {
+        self
+    }
+    fn from_stream(stream: sys::Stream) -> Self {
+        stream
+    }
+    fn from_stream_ref(stream: &sys::Stream) -> &Self {
+        stream
+    }
+}
+
 /// An async runtime mpconn's async types run on. Sealed: implemented by
-/// [`Tokio`](crate::tokio::Tokio) and [`AsyncIo`](crate::async_io::AsyncIo).
+/// [`Tokio`](crate::tokio::Tokio) and `AsyncIo` (`mpconn::async_io`, Unix).
 /// Its methods are the seam between mpconn and the runtime's reactor, not
 /// API for users.
 pub trait Runtime: sealed::Sealed + Sized + Send + Sync + 'static {
@@ -129,6 +176,8 @@ pub trait Runtime: sealed::Sealed + Sized + Send + Sync + 'static {
     /// Runs `op` once the descriptor is ready for `interest`, again
     /// after each `WouldBlock`, until it gives something else; unlike
     /// [`poll_io`](Self::poll_io), any number of tasks may wait at once.
+    /// For the listener's poll (Unix).
+    #[cfg(unix)]
     #[doc(hidden)]
     fn io<'a, S: Source, T: Send + 'a>(
         io: &'a Self::Io<S>,
@@ -282,13 +331,94 @@ impl<R: Runtime> ByteStream for Polled<'_, '_, R> {
 
     /// Ready unless an operation in this direction found the stream not
     /// ready during this poll. A deadline is never waited for: the caller
-    /// sets its deadlines with the runtime's timers.
+    /// sets its deadlines with the runtime's timers. A named pipe is looked
+    /// at (its probe), since no pipe operation reads ahead to find out.
     fn wait(&self, interest: Interest, _deadline: Option<Instant>) -> io::Result<bool> {
-        Ok(!self.pending(interest).get())
+        if self.pending(interest).get() {
+            return Ok(false);
+        }
+        #[cfg(windows)]
+        if let (Some(pipe), Interest::Readable) = (self.stream().as_pipe(), interest) {
+            return self.pipe_not_readable(pipe).map(|not| !not);
+        }
+        Ok(true)
     }
 
     fn quick_ack(&self) {
         self.stream().quick_ack();
+    }
+
+    #[cfg(windows)]
+    fn pipe(&self) -> Option<&sys::Pipe> {
+        self.stream().as_pipe()
+    }
+
+    /// A pipe message if one is here; otherwise `TimedOut`, with the task
+    /// to be woken when one comes.
+    #[cfg(windows)]
+    fn recv_message(
+        &self,
+        out: &mut Vec<u8>,
+        limit: u64,
+        _deadline: Option<Instant>,
+    ) -> io::Result<sys::PipeRecv> {
+        let pipe = self.pipe().ok_or_else(crate::transport::not_a_pipe)?;
+        for _ in 0..PIPE_SPINS {
+            match pipe.try_recv_message(out, limit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            if self.pipe_not_readable(pipe)? {
+                return Ok(sys::PipeRecv::TimedOut);
+            }
+        }
+        Ok(self.yield_now(Interest::Readable, sys::PipeRecv::TimedOut))
+    }
+
+    /// Commits one pipe message whole; `WouldBlock`, with nothing sent,
+    /// while an earlier one is still in flight, the task to be woken when
+    /// it ends.
+    #[cfg(windows)]
+    fn send_message(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let pipe = self.pipe().ok_or_else(crate::transport::not_a_pipe)?;
+        loop {
+            match pipe.try_send_message(parts) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            if pipe.poll_flush(&mut self.cx.borrow_mut())?.is_pending() {
+                self.write_pending.set(true);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+    }
+}
+
+/// How often one poll tries a pipe that its probe calls ready before it
+/// lets other tasks run.
+#[cfg(windows)]
+const PIPE_SPINS: usize = 4;
+
+#[cfg(windows)]
+impl<R: Runtime> Polled<'_, '_, R> {
+    /// Whether `pipe` has nothing to read: then the task's waker is
+    /// registered for when it has.
+    fn pipe_not_readable(&self, pipe: &sys::Pipe) -> io::Result<bool> {
+        match pipe.poll_readable(&mut self.cx.borrow_mut()) {
+            Poll::Ready(ready) => ready.map(|()| false),
+            Poll::Pending => {
+                self.read_pending.set(true);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Gives other tasks a turn: wakes this one again at once and says it
+    /// is not ready.
+    fn yield_now<T>(&self, interest: Interest, value: T) -> T {
+        self.cx.borrow().waker().wake_by_ref();
+        self.pending(interest).set(true);
+        value
     }
 }
 
@@ -362,5 +492,5 @@ pub(crate) fn deregister<R: Runtime>(io: R::Io<sys::Stream>) -> crate::Result<sy
 #[cfg(feature = "tokio")]
 pub(crate) mod tokio_rt;
 
-#[cfg(feature = "async-io")]
+#[cfg(all(unix, feature = "async-io"))]
 pub(crate) mod async_io_rt;

@@ -8,6 +8,13 @@
 //! send, or [`flush`](super::SendHalf::flush)) writes it out first, so the
 //! peer receives that message whole and the stream stays in step. A send
 //! dropped before its first byte went out sent nothing and leaves nothing.
+//!
+//! A Windows named pipe needs no carry: a message is committed to it whole
+//! (copied into the pipe's own buffer) or not at all, and one committed
+//! but not yet taken by the pipe finishes by itself
+//! (`sys::Pipe::try_send_message`). A send waits until its message is
+//! taken, as a blocking one does; one dropped before that leaves it to
+//! finish, and the next send or flush reports how it ended.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -129,12 +136,17 @@ impl Drop for Frame<'_> {
     }
 }
 
-/// Sends `payload` as one frame, after whatever is carried.
+/// Sends `payload` as one frame, after whatever is carried; on a named
+/// pipe, as one pipe message.
 pub(crate) async fn send_frame<R: Runtime>(
     io: &R::Io<sys::Stream>,
     carry: &mut Carry,
     payload: &[u8],
 ) -> Result<()> {
+    #[cfg(windows)]
+    if let Some(pipe) = R::get::<sys::Stream>(io).as_pipe() {
+        return send_pipe_message(pipe, payload).await;
+    }
     if !carry.is_empty() {
         poll_fn(|cx| carry.poll_flush::<R>(io, cx)).await?;
     }
@@ -151,7 +163,34 @@ pub(crate) async fn send_frame<R: Runtime>(
     poll_fn(|cx| frame.poll_write::<R>(io, cx)).await
 }
 
-/// Writes out whatever is carried.
+/// Writes out whatever is carried; on a named pipe, waits until the
+/// pipe has taken a message still in flight.
 pub(crate) async fn flush<R: Runtime>(io: &R::Io<sys::Stream>, carry: &mut Carry) -> Result<()> {
+    #[cfg(windows)]
+    if let Some(pipe) = R::get::<sys::Stream>(io).as_pipe() {
+        return Ok(poll_fn(|cx| pipe.poll_flush(cx)).await?);
+    }
     poll_fn(|cx| carry.poll_flush::<R>(io, cx)).await
+}
+
+/// Commits `payload` to the pipe as one message once an earlier one in
+/// flight has ended, then waits until the pipe has taken it.
+#[cfg(windows)]
+async fn send_pipe_message(pipe: &sys::Pipe, payload: &[u8]) -> Result<()> {
+    let mut committed = false;
+    poll_fn(|cx| {
+        while !committed {
+            match pipe.try_send_message(&[IoSlice::new(payload)]) {
+                Ok(()) => committed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // An earlier message is in flight: its end, or its error.
+                    std::task::ready!(pipe.poll_flush(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        pipe.poll_flush(cx)
+    })
+    .await
+    .map_err(Error::Io)
 }

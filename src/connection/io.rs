@@ -47,7 +47,7 @@ impl Sender {
     }
 
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(
             dead_code,
             reason = "only the async connections take connections apart"
@@ -197,7 +197,7 @@ impl Receiver {
 
     /// The reader, with whatever it read ahead, and the codec.
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async connections take readers over")
     )]
     pub(crate) fn into_reader(self) -> (MessageReader, Codec) {

@@ -446,7 +446,7 @@ impl<T: Trust> Connection<T> {
 /// A connection taken apart, to move between the blocking and the async
 /// types: its stream, what its reader read ahead, and its settings.
 #[cfg_attr(
-    not(any(feature = "tokio", feature = "async-io")),
+    not(any(feature = "tokio", all(unix, feature = "async-io"))),
     allow(
         dead_code,
         reason = "only the async connections take connections apart"
@@ -460,7 +460,7 @@ pub(crate) struct Parts {
 }
 
 #[cfg_attr(
-    not(any(feature = "tokio", feature = "async-io")),
+    not(any(feature = "tokio", all(unix, feature = "async-io"))),
     allow(
         dead_code,
         reason = "only the async connections take connections apart"
@@ -469,13 +469,10 @@ pub(crate) struct Parts {
 impl<T: Trust> Connection<T> {
     /// Takes the connection apart, keeping what was read ahead. Fails, with
     /// the connection back whole, when a close handle holds the endpoint
-    /// at that moment, or (Windows) a pipe's readiness probe keeps a message.
+    /// at that moment. An empty message that a Windows pipe's readiness
+    /// probe took stays inside the pipe, which goes along whole.
     #[allow(clippy::result_large_err)]
     pub(crate) fn into_parts(self) -> std::result::Result<Parts, (crate::Error, Self)> {
-        if self.endpoint().stream().has_buffered() {
-            let e = std::io::Error::other("bytes already read would be lost");
-            return Err((crate::Error::Io(e), self));
-        }
         let Connection { tx, rx } = self;
         let send_codec = tx.codec();
         let max = rx.max_message_size();

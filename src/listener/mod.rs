@@ -541,8 +541,9 @@ impl<T: Trust> Listener<T> {
     /// the end of a pause after `EMFILE`), for an async driver's timer;
     /// `None` when it needs none, or another thread is driving it (that
     /// thread keeps the time then).
+    #[cfg(unix)]
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async listener keeps its own timer")
     )]
     pub(crate) fn next_wake(&self) -> Option<Instant> {
@@ -552,11 +553,25 @@ impl<T: Trust> Listener<T> {
     /// Wakes whoever waits on the listener's readiness, to take a
     /// connection that is queued already.
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async listener nudges")
     )]
     pub(crate) fn nudge(&self) {
-        self.shared.wake.stop();
+        self.shared.wake.nudge();
+    }
+
+    /// Whether there is work for an async accept (a connection or a
+    /// failure queued, an error, the listener closed): `true`, or `false`
+    /// with `waker` kept to be woken when there is (Windows: the engine's
+    /// threads wake it).
+    #[cfg(windows)]
+    #[cfg_attr(
+        not(feature = "tokio"),
+        allow(dead_code, reason = "only the async listener waits so")
+    )]
+    pub(crate) fn wake_on_work(&self, waker: &std::task::Waker) -> bool {
+        // Closed after the waker is kept: close() wakes it.
+        self.shared.wake.wake_on_work(waker) || self.shared.closed.load(Ordering::SeqCst)
     }
 
     /// A descriptor of the engine's poll, which is readable when the
@@ -564,7 +579,7 @@ impl<T: Trust> Listener<T> {
     /// connection): what an async runtime watches.
     #[cfg(unix)]
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async listener watches the poll")
     )]
     pub(crate) fn dup_poll_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
@@ -573,7 +588,7 @@ impl<T: Trust> Listener<T> {
 
     /// When an `accept()` begun now would give up.
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async listener asks")
     )]
     pub(crate) fn accept_deadline(&self) -> Option<Instant> {

@@ -69,6 +69,11 @@ impl Wake {
         let _ = self.waker.wake();
     }
 
+    /// Wakes whoever waits on the poll, to take what is queued.
+    pub(super) fn nudge(&self) {
+        let _ = self.waker.wake();
+    }
+
     pub(super) fn wait_source(&self) -> sys::WaitSource<'_> {
         sys::WaitSource::fd(self.poll_fd)
     }

@@ -3,12 +3,14 @@
 //! replaced at once), and each handshake runs on a thread of its own with
 //! its deadline, so a slow client holds up only itself. Finished clients
 //! queue for `accept()`; an event is signalled while the queue is not empty,
-//! which is what `wait()` watches.
+//! which is what `wait()` watches, and the tasks of an async listener that
+//! wait for work are woken (`Wake::wake_on_work`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,9 @@ use crate::transport::MessageReader;
 /// locked and then notified; `close()` sets `closed` before `stop()` takes
 /// the lock. A waiter looks and starts waiting without letting go of the
 /// lock, so no change and no notification falls between its look and its
-/// wait, and no wait needs a timeout to look again.
+/// wait, and no wait needs a timeout to look again. An async task does the
+/// same with its waker (`wake_on_work`): a change that gives it work (a
+/// connection, a failure, an error, the stop) wakes it under the lock.
 pub(super) struct Wake {
     state: Mutex<State>,
     changed: Condvar,
@@ -52,6 +56,17 @@ struct State {
     pending: usize,
     /// An error of the acceptor, for `accept()` to report once.
     error: Option<io::Error>,
+    /// The tasks of an async listener waiting for work.
+    tasks: Vec<Waker>,
+}
+
+impl State {
+    /// Wakes every task waiting for work.
+    fn wake_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.wake();
+        }
+    }
 }
 
 impl Wake {
@@ -59,9 +74,34 @@ impl Wake {
     /// waiting on `changed` (in `accept()`, or the acceptor waiting for
     /// room) wakes to find it stopped.
     pub(super) fn stop(&self) {
-        let _state = self.lock();
+        let mut state = self.lock();
         self.stop.set();
+        state.wake_tasks();
         self.changed.notify_all();
+    }
+
+    /// Wakes the async tasks waiting for work, to take what is queued.
+    pub(super) fn nudge(&self) {
+        self.lock().wake_tasks();
+    }
+
+    /// Whether there is work for an async task (a connection or a failure
+    /// queued, an error to report, the engine stopped): `true`, or `false`
+    /// with `waker` kept to be woken when there is.
+    pub(super) fn wake_on_work(&self, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        let stopped = sys::wait_any(&[self.stop.raw()], Some(Instant::now()))
+            .ok()
+            .flatten()
+            .is_some();
+        if !state.ready.is_empty() || !state.failures.is_empty() || state.error.is_some() || stopped
+        {
+            return true;
+        }
+        if !state.tasks.iter().any(|task| task.will_wake(waker)) {
+            state.tasks.push(waker.clone());
+        }
+        false
     }
 
     pub(super) fn wait_source(&self) -> sys::WaitSource<'_> {
@@ -250,7 +290,11 @@ impl Context {
     /// to 1 s while the errors go on.
     fn acceptor_failed(&self, e: io::Error, pause: &mut Duration) {
         let wake = &self.shared.wake;
-        wake.lock().error = Some(e);
+        {
+            let mut state = wake.lock();
+            state.error = Some(e);
+            state.wake_tasks();
+        }
         wake.changed.notify_all();
         *pause = (*pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let _ = sys::wait_any(&[wake.stop.raw()], Instant::now().checked_add(*pause));
@@ -260,7 +304,11 @@ impl Context {
         self.shared.failed.fetch_add(1, Ordering::Relaxed);
         if self.report_failures {
             let wake = &self.shared.wake;
-            wake.lock().failures.push(HandshakeFailure { peer, error });
+            {
+                let mut state = wake.lock();
+                state.failures.push(HandshakeFailure { peer, error });
+                state.wake_tasks();
+            }
             // A failure for the hook is work for try_accept(): wake wait().
             wake.ready_event.set();
             wake.changed.notify_all();
@@ -310,6 +358,7 @@ impl Context {
                         proof,
                     });
                     wake.ready_event.set();
+                    state.wake_tasks();
                 }
             }
             Err(e) => {

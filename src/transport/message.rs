@@ -140,7 +140,7 @@ impl MessageReader {
     /// Waits, as far as the deadline allows, until a message or the end of
     /// stream can be received; keeps what it reads.
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async connections look ahead")
     )]
     pub(crate) fn read_ahead<S: ByteStream + ?Sized>(
@@ -151,7 +151,13 @@ impl MessageReader {
         match self {
             MessageReader::Frames(r) => r.read_ahead(stream, deadline),
             #[cfg(windows)]
-            MessageReader::Pipe(_) => Ok(stream.wait(crate::sys::Interest::Readable, deadline)?),
+            // As a frame reader's fill: a deadline that passes is a timeout.
+            MessageReader::Pipe(_) => {
+                match stream.wait(crate::sys::Interest::Readable, deadline)? {
+                    true => Ok(true),
+                    false => Err(crate::Error::Timeout),
+                }
+            }
         }
     }
 

@@ -74,6 +74,36 @@ pub(crate) trait ByteStream {
     fn pipe(&self) -> Option<&sys::Pipe> {
         None
     }
+    /// Reads one whole pipe message, as [`sys::Pipe::recv_message`] does;
+    /// an async stream reads without waiting, and says `TimedOut` when it
+    /// would have to.
+    #[cfg(windows)]
+    fn recv_message(
+        &self,
+        out: &mut Vec<u8>,
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> io::Result<sys::PipeRecv> {
+        self.pipe()
+            .ok_or_else(not_a_pipe)?
+            .recv_message(out, limit, deadline)
+    }
+    /// Sends one pipe message, as [`sys::Pipe::send_message`] does; an async
+    /// stream sends without waiting, and says `WouldBlock` when it would
+    /// have to (having sent nothing).
+    #[cfg(windows)]
+    fn send_message(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        self.pipe().ok_or_else(not_a_pipe)?.send_message(parts)
+    }
+}
+
+/// What a pipe call on a byte stream gets.
+#[cfg(windows)]
+pub(crate) fn not_a_pipe() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a pipe message on a byte stream",
+    )
 }
 
 impl ByteStream for sys::Stream {

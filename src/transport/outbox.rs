@@ -97,12 +97,12 @@ impl Outbox {
         deadline: Option<Instant>,
     ) -> Result<()> {
         #[cfg(windows)]
-        if let Some(pipe) = stream.pipe() {
+        if stream.pipe().is_some() {
             for payload in self.messages() {
-                super::pipe::send(stream, pipe, payload?)?;
+                super::pipe::send(stream, payload?)?;
             }
             return match last {
-                Some(payload) => super::pipe::send(stream, pipe, payload),
+                Some(payload) => super::pipe::send(stream, payload),
                 None => Ok(()),
             };
         }
@@ -120,20 +120,31 @@ impl Outbox {
     /// Sends as much as `stream` takes without blocking; `Ok(true)` once
     /// everything is sent, `Ok(false)` when the stream has no room (wait
     /// until it is writable, then call again). A pipe takes each message
-    /// whole, waiting for room as its writes do.
+    /// whole: a blocking one waiting for room as its writes do, an async one
+    /// keeping the messages it could not send yet for the next call.
     pub(crate) fn try_send<S: ByteStream + ?Sized>(&mut self, stream: &S) -> io::Result<bool> {
         #[cfg(windows)]
-        if let Some(pipe) = stream.pipe() {
-            let mut sent = Ok(true);
+        if stream.pipe().is_some() {
+            let mut sent = 0;
+            let mut result = Ok(true);
             for payload in self.messages() {
                 let payload = payload.map_err(io::Error::other)?;
-                if let Err(e) = pipe.send_message(&[IoSlice::new(payload)]) {
-                    sent = Err(e);
-                    break;
+                match stream.send_message(&[IoSlice::new(payload)]) {
+                    Ok(()) => sent += frame_len(payload.len()),
+                    Err(e) => {
+                        result = match e.kind() {
+                            io::ErrorKind::WouldBlock => Ok(false),
+                            _ => Err(e),
+                        };
+                        break;
+                    }
                 }
             }
-            self.framed.clear();
-            return sent;
+            match result {
+                Ok(false) => drop(self.framed.drain(..sent)),
+                _ => self.framed.clear(),
+            }
+            return result;
         }
         while !self.framed.is_empty() {
             match stream.try_write_vectored(&[IoSlice::new(&self.framed)]) {
@@ -178,6 +189,12 @@ impl Outbox {
             }
         })
     }
+}
+
+/// The bytes a queued message of `len` bytes takes: its header and itself.
+#[cfg(windows)]
+fn frame_len(len: usize) -> usize {
+    frame::encode_header(len as u64, &mut [0; MAX_HEADER]) + len
 }
 
 #[cfg(test)]

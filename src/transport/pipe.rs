@@ -3,12 +3,12 @@
 //! framing on pipes). [`PipeReader`] keeps the semantics of the
 //! [`FrameReader`](super::FrameReader) on top of `sys::Pipe::recv_message`.
 
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 use std::time::Instant;
 
 use super::ByteStream;
 use crate::error::{Error, ProtocolError, Result};
-use crate::sys::{Pipe, PipeRecv};
+use crate::sys::PipeRecv;
 
 /// A read buffer above this capacity is not kept after its message: a large
 /// message must not pin its memory on an idle connection.
@@ -53,11 +53,10 @@ impl PipeReader {
         if self.broken {
             return Err(Error::Protocol(ProtocolError::Desynchronized));
         }
-        let pipe = pipe_of(stream)?;
         if self.buf.capacity() > KEEP {
             self.buf = Vec::new();
         }
-        let received = pipe.recv_message(&mut self.buf, self.max_message, deadline);
+        let received = stream.recv_message(&mut self.buf, self.max_message, deadline);
         match received {
             Ok(PipeRecv::Message) => Ok(()),
             Ok(PipeRecv::TooLarge(len)) => {
@@ -132,20 +131,10 @@ impl PipeReader {
 }
 
 /// Sends `payload` as one pipe message, from where it lies.
-pub(crate) fn send<S: ByteStream + ?Sized>(stream: &S, pipe: &Pipe, payload: &[u8]) -> Result<()> {
-    match pipe.send_message(&[IoSlice::new(payload)]) {
+pub(crate) fn send<S: ByteStream + ?Sized>(stream: &S, payload: &[u8]) -> Result<()> {
+    match stream.send_message(&[IoSlice::new(payload)]) {
         Ok(()) => Ok(()),
         Err(_) if stream.is_closed() => Err(Error::Closed),
         Err(e) => Err(Error::Io(e)),
     }
-}
-
-/// The pipe under `stream`; a pipe reader is made only for one.
-fn pipe_of<S: ByteStream + ?Sized>(stream: &S) -> Result<&Pipe> {
-    stream.pipe().ok_or_else(|| {
-        Error::Io(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a pipe reader on a byte stream",
-        ))
-    })
 }

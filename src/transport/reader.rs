@@ -444,7 +444,7 @@ impl FrameReader {
     /// are buffered already: `Ok(true)` once there are bytes to receive or
     /// the stream has ended (a receive then reports it). An async `poll`.
     #[cfg_attr(
-        not(any(feature = "tokio", feature = "async-io")),
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
         allow(dead_code, reason = "only the async connections look ahead")
     )]
     pub(crate) fn read_ahead<S: ByteStream + ?Sized>(

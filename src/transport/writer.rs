@@ -17,8 +17,8 @@ pub(crate) fn send_message<S: ByteStream + ?Sized>(
     deadline: Option<Instant>,
 ) -> Result<()> {
     #[cfg(windows)]
-    if let Some(pipe) = stream.pipe() {
-        return super::pipe::send(stream, pipe, payload);
+    if stream.pipe().is_some() {
+        return super::pipe::send(stream, payload);
     }
     write_frame(stream, payload, deadline)
 }

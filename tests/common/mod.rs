@@ -214,3 +214,162 @@ pub fn os_pipe() -> (std::fs::File, std::fs::File) {
         )
     }
 }
+
+/// A message that proves itself: the stream it belongs to, its sequence
+/// number in that stream and a checksum of both and of its `len` bytes of
+/// payload, so that a receiver can tell a lost, repeated, reordered, cut or
+/// corrupted message (see [`check_message`]). The payload is pseudo-random,
+/// seeded by stream and sequence number.
+pub fn checksummed(stream: u32, seq: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHECKSUMMED_HEADER + len + 8);
+    out.extend_from_slice(&stream.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    let mut x = (u64::from(stream) << 32 | u64::from(seq)) ^ 0x9e37_79b9_7f4a_7c15;
+    while out.len() < CHECKSUMMED_HEADER + len {
+        // xorshift64*: eight bytes a step, fast enough in debug builds.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(CHECKSUMMED_HEADER + len);
+    let sum = checksum(stream, seq, &out[CHECKSUMMED_HEADER..]);
+    out[8..16].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// The bytes ahead of a [`checksummed`] message's payload.
+pub const CHECKSUMMED_HEADER: usize = 16;
+
+/// The stream and sequence number of a [`checksummed`] message, or what is
+/// wrong with it.
+pub fn check_message(message: &[u8]) -> Result<(u32, u32), String> {
+    let Some((header, payload)) = message.split_at_checked(CHECKSUMMED_HEADER) else {
+        return Err(format!("a message of {} bytes, no header", message.len()));
+    };
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
+    let (stream, seq) = (word(0), word(4));
+    let sum = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    if sum != checksum(stream, seq, payload) {
+        return Err(format!(
+            "stream {stream} message {seq} ({} bytes of payload): wrong checksum",
+            payload.len()
+        ));
+    }
+    Ok((stream, seq))
+}
+
+fn checksum(stream: u32, seq: u32, payload: &[u8]) -> u64 {
+    let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+    let mut h = mix(
+        0xcbf2_9ce4_8422_2325,
+        u64::from(stream) << 32 | u64::from(seq),
+    );
+    let mut words = payload.chunks_exact(8);
+    for w in &mut words {
+        h = mix(h, u64::from_le_bytes(w.try_into().unwrap()));
+    }
+    for &b in words.remainder() {
+        h = mix(h, u64::from(b));
+    }
+    mix(h, payload.len() as u64)
+}
+
+/// The payload size of message `i` in the streams of checksummed messages:
+/// mostly small, now and then empty, and every seventh past 64 KiB.
+pub fn varied_size(i: u32) -> usize {
+    let r = (u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize;
+    match i % 7 {
+        0 => 64 * 1024 + 1 + r % (96 * 1024),
+        1 if i.is_multiple_of(3) => 0,
+        _ => r % 4096,
+    }
+}
+
+/// The far end of a receive-cancellation proof, on a thread over a raw
+/// socket: each message's frame is written in two parts, cut at a place
+/// that varies (inside the header too), and the second part only once the
+/// receiving side calls [`go`](Self::go), which it does after dropping a
+/// receive that had the first part to read.
+pub struct CutWriter {
+    first_parts: Arc<std::sync::atomic::AtomicU32>,
+    go: std::sync::mpsc::Sender<()>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl CutWriter {
+    /// Starts writing `count` checksummed messages of stream 0 (sizes
+    /// from [`varied_size`]) to `raw`.
+    pub fn start(mut raw: impl std::io::Write + Send + 'static, count: u32) -> CutWriter {
+        let first_parts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (go, went) = std::sync::mpsc::channel::<()>();
+        let written = first_parts.clone();
+        let thread = thread::spawn(move || {
+            for i in 0..count {
+                let wire = frame(&checksummed(0, i, varied_size(i)));
+                let cut = match i % 5 {
+                    // Inside the 4-byte header.
+                    0 => 1 + (i as usize / 5) % 3,
+                    _ => 1 + (i as usize).wrapping_mul(7919) % (wire.len() - 1),
+                };
+                raw.write_all(&wire[..cut]).unwrap();
+                written.store(i + 1, Ordering::SeqCst);
+                if went.recv().is_err() {
+                    return;
+                }
+                raw.write_all(&wire[cut..]).unwrap();
+            }
+        });
+        CutWriter {
+            first_parts,
+            go,
+            thread: Some(thread),
+        }
+    }
+
+    /// Whether the first part of message `i` is all written: a receive
+    /// polled from now on finds it (or what of it the socket took).
+    pub fn first_part_written(&self, i: u32) -> bool {
+        self.first_parts.load(Ordering::SeqCst) > i
+    }
+
+    /// Lets the writer send the rest of the current message.
+    pub fn go(&self) {
+        let _ = self.go.send(());
+    }
+
+    /// Waits for the writer, passing on its panic.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Raises this process's soft limit on descriptors to `wanted`, failing the
+/// test if the hard limit does not allow it.
+#[cfg(unix)]
+pub fn raise_descriptor_limit(wanted: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit we own.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    let wanted = wanted as libc::rlim_t;
+    assert!(
+        limit.rlim_max >= wanted,
+        "the test needs {wanted} descriptors; the hard limit is {}",
+        limit.rlim_max
+    );
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit reads the rlimit we pass; raising the soft limit
+        // within the hard one only lets this process open more.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    }
+}

@@ -36,6 +36,9 @@ use super::Interest;
 mod peer;
 mod pipe;
 mod plain;
+#[cfg(feature = "tokio")]
+mod reactor;
+mod wake;
 
 /// The calling thread's last Win32 error code.
 fn last_error() -> u32 {
@@ -46,6 +49,8 @@ fn last_error() -> u32 {
 pub use peer::{PEER_UIDS, adopt_handle, duplicate_into, peer_credentials};
 pub use pipe::{Op, Pipe, PipeRecv, Probe, wait_any};
 pub use plain::Plain;
+#[cfg(feature = "tokio")]
+pub use reactor::{Registered, tokio_register};
 
 /// Descriptors passed with a read: Unix only, so none here (the type has no
 /// values, and the transport's slot for them stays empty).
@@ -209,6 +214,25 @@ impl Stream {
             (Stream::Pipe(p), Interest::Readable) => p.wait_readable(deadline),
             (Stream::Plain(p), Interest::Readable) => p.wait_readable(deadline),
             (Stream::Pipe(_) | Stream::Plain(_), Interest::Writable) => Ok(true),
+        }
+    }
+
+    /// Switches a socket between blocking and non-blocking mode. A named
+    /// pipe's calls are overlapped, and its non-blocking ones are calls of
+    /// their own (`Pipe::try_recv_message`, `Pipe::try_send_message`):
+    /// nothing to switch. A plain handle has no non-blocking mode.
+    #[cfg_attr(
+        not(feature = "tokio"),
+        allow(dead_code, reason = "only the async connections switch")
+    )]
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Stream::Socket(s) => s.set_nonblocking(nonblocking),
+            Stream::Pipe(_) => Ok(()),
+            Stream::Plain(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a plain handle has no non-blocking mode",
+            )),
         }
     }
 

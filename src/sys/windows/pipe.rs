@@ -37,6 +37,9 @@ use windows_sys::Win32::System::Pipes::{
 use windows_sys::Win32::System::Threading::{CreateEventW, INFINITE, WaitForMultipleObjects};
 
 use super::last_error;
+use super::wake::EventWaker;
+
+mod nonblocking;
 
 const BUFSIZE: u32 = 64 * 1024;
 
@@ -54,9 +57,11 @@ pub struct Pipe {
     /// probe still in flight is cancelled and waited for while the handle
     /// is open.
     probe: Mutex<ProbeSlot>,
+    /// The write side; before the handle too, for a write still in flight
+    /// (`nonblocking.rs`).
+    tx: Mutex<Tx>,
     handle: OwnedHandle,
     rx: Mutex<Rx>,
-    tx: Mutex<Tx>,
     /// Set by `cancel_all`: no new reads or writes start.
     cancelled: AtomicBool,
 }
@@ -70,10 +75,14 @@ struct ProbeSlot {
     op: Option<Op>,
     /// The pipe's handle (as a number) while the probe is in flight.
     in_flight: Option<usize>,
+    /// Wakes an async receive when the probe ends (`nonblocking.rs`).
+    waker: EventWaker,
 }
 
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
+        // The wait on the probe's event ends before the event closes.
+        self.waker.disarm();
         if let (Some(op), Some(handle)) = (self.op.as_mut(), self.in_flight) {
             // The kernel writes into the OVERLAPPED until the read ends:
             // end it before the memory goes.
@@ -112,11 +121,31 @@ impl Rx {
 }
 
 /// The write side: the parts of a message given in several pieces, joined,
-/// and the writes' overlapped state.
+/// and the writes' overlapped state. An async send leaves its write in
+/// flight from `flight`, a buffer of the pipe's own (`nonblocking.rs`).
 #[derive(Debug, Default)]
 struct Tx {
     joined: Vec<u8>,
     op: Option<Op>,
+    /// The message of a write in flight; untouched until it ends.
+    flight: Vec<u8>,
+    /// The pipe's handle (as a number) while a write is in flight.
+    in_flight: Option<usize>,
+    /// Wakes an async send when the write in flight ends.
+    waker: EventWaker,
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        self.waker.disarm();
+        if let (Some(handle), Some(op)) = (self.in_flight, self.op.as_mut()) {
+            // The kernel reads `flight` and writes the OVERLAPPED until the
+            // write ends: end it before the memory goes. The peer may have
+            // read a part of that message already; the handle closes next.
+            op.cancel(handle as HANDLE);
+            let _ = op.result(handle as HANDLE);
+        }
+    }
 }
 
 /// What [`Pipe::recv_message`] found.
@@ -449,6 +478,10 @@ impl Pipe {
         self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_tx(&self) -> std::sync::MutexGuard<'_, Tx> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Reads the next pipe message whole into `out` (cleared first), within
     /// `deadline`. A message longer than `limit` is not read: its length
     /// comes back instead ([`PipeRecv::TooLarge`]), so a peer cannot make
@@ -598,8 +631,10 @@ impl Pipe {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let mut guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Tx { joined, op } = &mut *guard;
+        let mut guard = self.lock_tx();
+        // An async send's message goes first, whole.
+        self.finish_write(&mut guard)?;
+        let Tx { joined, op, .. } = &mut *guard;
         let op = match op {
             Some(op) => op,
             None => op.insert(Op::new()?),
@@ -625,24 +660,15 @@ impl Pipe {
 
     /// Sends `payload` as one pipe message.
     fn write_message(&self, op: &mut Op, payload: &[u8]) -> io::Result<()> {
-        let Ok(len) = u32::try_from(payload.len()) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a pipe message is limited to 4 GiB",
-            ));
-        };
+        let len = message_len(payload)?;
         // SAFETY: `payload` is borrowed, so unchanged, until the operation
         // completes (overlapped() waits for that).
         let outcome = self.overlapped(op, None, None, |ov| unsafe {
             WriteFile(self.raw(), payload.as_ptr(), len, ptr::null_mut(), ov)
         })?;
         match outcome {
-            Outcome::Done(n) if n == len => Ok(()),
-            Outcome::Done(_) => Err(io::ErrorKind::WriteZero.into()),
-            Outcome::Failed(ERROR_NO_DATA | ERROR_BROKEN_PIPE, _) => {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            Outcome::Failed(e, _) => Err(io::Error::from_raw_os_error(e as i32)),
+            Outcome::Done(n) => written(Ok(n), len),
+            Outcome::Failed(e, n) => written(Err((e, n)), len),
             Outcome::TimedOut => Err(io::ErrorKind::TimedOut.into()),
         }
     }
@@ -653,6 +679,26 @@ impl Pipe {
         self.cancelled.store(true, Ordering::SeqCst);
         // SAFETY: a null OVERLAPPED cancels all I/O on the handle, which is open.
         unsafe { CancelIoEx(self.raw(), ptr::null()) };
+    }
+}
+
+/// The length of a pipe message, which a `u32` holds.
+fn message_len(payload: &[u8]) -> io::Result<u32> {
+    u32::try_from(payload.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a pipe message is limited to 4 GiB",
+        )
+    })
+}
+
+/// What the end of a write of `len` bytes means: sent whole, or the error.
+fn written(result: Result<u32, (u32, u32)>, len: u32) -> io::Result<()> {
+    match result {
+        Ok(n) if n == len => Ok(()),
+        Ok(_) => Err(io::ErrorKind::WriteZero.into()),
+        Err((ERROR_NO_DATA | ERROR_BROKEN_PIPE, _)) => Err(io::ErrorKind::BrokenPipe.into()),
+        Err((e, _)) => Err(io::Error::from_raw_os_error(e as i32)),
     }
 }
 

@@ -1,0 +1,75 @@
+//! How the two ends protect a connection. Every test runs once per mode,
+//! and the roles build their listeners and clients only through this file:
+//! the encrypted mode of issue 15 becomes a second variant here, with the
+//! options that turn it on, and the tests cover it unchanged.
+
+use mpconn::{ClientOptions, Connection, Listener, ListenerOptions};
+
+use crate::common::KEY;
+
+/// What the environment variable that carries the mode to a child is named.
+pub const ENV: &str = "MPCONN_NETNS_MODE";
+
+/// A way of running a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The CPython handshake, then frames in the clear.
+    Plain,
+}
+
+impl Mode {
+    /// Every mode, in the order the tests run them.
+    pub const ALL: &[Mode] = &[Mode::Plain];
+
+    /// The mode's name, as a child receives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+        }
+    }
+
+    /// The mode a child was started in.
+    pub fn from_env() -> Mode {
+        let name = std::env::var(ENV).unwrap_or_else(|_| panic!("{ENV} is not set"));
+        *Mode::ALL
+            .iter()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("unknown mode {name:?}"))
+    }
+
+    /// The listener options of this mode.
+    pub fn listener_options(self) -> ListenerOptions {
+        match self {
+            Mode::Plain => Listener::builder(),
+        }
+    }
+
+    /// The client options of this mode.
+    pub fn client_options(self) -> ClientOptions {
+        match self {
+            Mode::Plain => ClientOptions::new(),
+        }
+    }
+
+    /// A blocking listener on `address`.
+    pub fn bind(self, address: &str) -> Listener {
+        self.listener_options().bind(address, KEY).unwrap()
+    }
+
+    /// A blocking connection to `address`.
+    pub fn connect(self, address: &str) -> mpconn::Result<Connection> {
+        self.client_options().connect(address, KEY)
+    }
+
+    /// A tokio listener on `address`.
+    #[cfg(feature = "tokio")]
+    pub fn bind_tokio(self, address: &str) -> mpconn::tokio::Listener {
+        mpconn::tokio::Listener::bind_with(self.listener_options(), address, KEY).unwrap()
+    }
+
+    /// A tokio connection to `address`.
+    #[cfg(feature = "tokio")]
+    pub async fn connect_tokio(self, address: &str) -> mpconn::Result<mpconn::tokio::Connection> {
+        mpconn::tokio::Client::connect_with(&self.client_options(), address, KEY).await
+    }
+}
