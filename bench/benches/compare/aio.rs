@@ -198,10 +198,10 @@ pub(super) fn profile(workload: &str, n: usize) {
 
 /// Runs `f` with this thread, and so the child processes it starts, on the
 /// CPU it is on now. The two-process rows run both their processes on one
-/// CPU: in a virtual machine, waking a process parked in `epoll_wait` on
-/// another, idle CPU can cost tens of microseconds (a blocking `read` is
-/// woken on the writer's CPU instead), which would drown what these rows
-/// compare. The unpinned ping-pong shows that cost.
+/// CPU: in a virtual machine, waking a process that waits on another, idle
+/// CPU can cost tens of microseconds (on a quiet machine the main table's
+/// ping-pong shows it too, for every system), which would drown what these
+/// rows compare. The unpinned ping-pong shows that cost.
 fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
     let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: cpu_set_t is a plain bit set, valid when zeroed; the calls
