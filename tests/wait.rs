@@ -281,7 +281,11 @@ impl Waitable for Slot {
 
 const LOAD_PROCESSES: usize = 4;
 const LOAD_CLIENTS_PER_PROCESS: usize = 25;
-const LOAD_MESSAGES: u32 = 10_000;
+/// Messages per client: a million in all on Linux. Under Wine every
+/// named-pipe read and write goes through the wineserver, which made the
+/// full count take 200 to 300 s there; a fifth of it still keeps a hundred
+/// clients busy at once and finishes in about a minute.
+const LOAD_MESSAGES: u32 = if cfg!(windows) { 2_000 } else { 10_000 };
 
 type Message = (u32, u32, Vec<u8>, u64);
 
@@ -323,7 +327,7 @@ fn load_client_process() {
 }
 
 #[test]
-fn a_hundred_clients_times_ten_thousand_messages_lose_nothing() {
+fn a_hundred_busy_clients_lose_no_message() {
     if child_role().as_deref() == Some("load-client") {
         return load_client_process();
     }
@@ -336,7 +340,7 @@ fn a_hundred_clients_times_ten_thousand_messages_lose_nothing() {
         .map(|p| {
             let first = (p * LOAD_CLIENTS_PER_PROCESS).to_string();
             spawn_child(
-                "a_hundred_clients_times_ten_thousand_messages_lose_nothing",
+                "a_hundred_busy_clients_lose_no_message",
                 "load-client",
                 Stdio::null(),
                 &[
