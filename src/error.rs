@@ -96,6 +96,9 @@ pub enum DescriptorError {
     /// can (not TCP, not a pipe), on Linux and Android (the platforms where
     /// descriptor passing is built and tested).
     Unsupported,
+    /// An encrypted connection carries no descriptors, and cannot be
+    /// handed to another process (its keys would have to go along).
+    Encrypted,
 }
 
 /// How the peer broke the framing rules.
@@ -111,6 +114,18 @@ pub enum ProtocolError {
     /// An earlier framing error left the stream at an unknown position; no
     /// further message can be read from it.
     Desynchronized,
+    /// An encrypted connection's record did not open: it was altered on the
+    /// wire, or it is not the next record the peer sealed (one dropped,
+    /// replayed, reordered or injected). Nothing of it was delivered, and
+    /// the connection is closed.
+    Tampered,
+    /// An encrypted connection's record opened but broke the record rules
+    /// (a message longer than its first record said): the peer holds the
+    /// key but is not a well-behaved mpconn end. The connection is closed.
+    BadRecord,
+    /// An encrypted connection sealed or opened 2^64 - 1 records, and its
+    /// nonces would repeat; the connection cannot go on.
+    NoncesExhausted,
 }
 
 /// Why a typed message could not be encoded or decoded.
@@ -175,6 +190,21 @@ pub enum AuthError {
     /// The listener's [`PeerUser`](crate::PeerUser) policy refused the
     /// peer, by the credentials shown, before any handshake work.
     PeerRefused(crate::PeerCredentials),
+    /// The peer requires the encrypted mode, which this side does not use:
+    /// set `encrypted(true)` on [`ListenerOptions`](crate::ListenerOptions),
+    /// [`ClientOptions`](crate::ClientOptions) or
+    /// [`HandshakeOptions`](crate::HandshakeOptions), as the peer does.
+    EncryptionRequired,
+    /// This side requires the encrypted mode (`encrypted(true)`) and the
+    /// peer does not offer it: it is CPython, an mpconn end without
+    /// `encrypted(true)`, or one that holds a different key.
+    NotEncrypted,
+    /// The encrypted mode's key exchange failed: its messages were altered
+    /// or relayed from another connection, or the peer does not hold the key.
+    KeyExchange,
+    /// The encrypted mode was asked for on a stream that does not have it:
+    /// it runs over TCP and Unix sockets, not Windows named pipes.
+    EncryptionUnsupported,
 }
 
 /// Why an address could not be parsed or used.
@@ -254,6 +284,9 @@ impl fmt::Display for DescriptorError {
             DescriptorError::Unsupported => {
                 f.write_str("descriptors travel only over a Unix-domain socket, on linux and android")
             }
+            DescriptorError::Encrypted => f.write_str(
+                "an encrypted connection carries no descriptors and cannot be handed to another process",
+            ),
         }
     }
 }
@@ -276,6 +309,15 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::Desynchronized => {
                 f.write_str("an earlier framing error left the stream unusable")
+            }
+            ProtocolError::Tampered => f.write_str(
+                "an encrypted record failed to authenticate (altered, dropped, replayed, reordered or injected on the wire); connection closed",
+            ),
+            ProtocolError::BadRecord => f.write_str(
+                "an encrypted record broke the record rules (the peer holds the key but misbehaves); connection closed",
+            ),
+            ProtocolError::NoncesExhausted => {
+                f.write_str("the encrypted connection used up its nonces")
             }
         }
     }
@@ -330,6 +372,18 @@ impl fmt::Display for AuthError {
             AuthError::PeerRefused(creds) => write!(
                 f,
                 "the peer ({creds}) is not a user this listener admits; refused before the handshake"
+            ),
+            AuthError::EncryptionRequired => f.write_str(
+                "the peer requires the encrypted mode; set encrypted(true) on ListenerOptions, ClientOptions or HandshakeOptions",
+            ),
+            AuthError::NotEncrypted => f.write_str(
+                "encrypted(true) is set and the peer does not offer the encrypted mode (CPython, mpconn without encrypted(true), or a different key)",
+            ),
+            AuthError::EncryptionUnsupported => f.write_str(
+                "the encrypted mode runs over TCP and Unix sockets, not Windows named pipes",
+            ),
+            AuthError::KeyExchange => f.write_str(
+                "the encrypted mode's key exchange failed (messages altered or relayed, or the peer does not hold the key)",
             ),
         }
     }

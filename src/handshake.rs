@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::error::{AuthError, Error, ProtocolError, Result};
 use crate::key::{AuthKey, fill_random};
 use crate::proto::auth::{AuthPolicy, Handshake, MAX_MESSAGE, RANDOM_LEN, Role, Status, Timeouts};
+use crate::proto::noise::Session;
 use crate::sys::Interest;
 use crate::transport::{ByteStream, MessageReader, Outbox};
 
@@ -51,6 +52,21 @@ macro_rules! handshake_builder_methods {
         /// Accept keys shorter than 16 bytes (default: refused).
         pub fn allow_short_key(mut self, allow: bool) -> Self {
             self$(.$field)?.allow_short_key = allow;
+            self
+        }
+
+        /// Run the encrypted mode (default: off): after the CPython
+        /// handshake, a Noise handshake keyed by the same key and bound to
+        /// both challenges, then every message sealed (ChaCha20-Poly1305)
+        /// with fresh keys for each connection. Both ends must set it: an
+        /// end that does not, and CPython, fail the handshake
+        /// ([`AuthError::EncryptionRequired`](crate::AuthError::EncryptionRequired)
+        /// on one side, [`AuthError::NotEncrypted`](crate::AuthError::NotEncrypted)
+        /// on the other; CPython raises `AuthenticationError`). TCP and Unix
+        /// sockets only (not Windows named pipes). See SECURITY.md for what
+        /// it protects against.
+        pub fn encrypted(mut self, encrypted: bool) -> Self {
+            self$(.$field)?.policy.encrypted = encrypted;
             self
         }
 
@@ -178,8 +194,17 @@ pub(crate) const HANDSHAKE_MESSAGE_LIMIT: u64 = MAX_MESSAGE as u64;
 /// drivers in this file make one, and only a `Proof` turns a connection
 /// into a `Connection<Authenticated>` (besides `pipe()` and the loudly
 /// named `dangerous_` call).
+/// In the encrypted mode, it carries the session's keys, for the
+/// connection to seal and open its messages with.
 #[derive(Debug)]
-pub(crate) struct Proof(());
+pub(crate) struct Proof(Option<Session>);
+
+impl Proof {
+    /// The encrypted mode's keys, when the handshake ran that mode.
+    pub(crate) fn into_session(self) -> Option<Session> {
+        self.0
+    }
+}
 
 /// Where a [`Exchange::step`] left its handshake.
 #[derive(Debug)]
@@ -229,6 +254,10 @@ impl Exchange {
         stream: &S,
         reader: &mut MessageReader,
     ) -> Step {
+        #[cfg(windows)]
+        if self.hs.encrypted() && stream.pipe().is_some() {
+            return Step::Failed(AuthError::EncryptionUnsupported);
+        }
         loop {
             // Read everything first: a client that pipelined its challenge
             // behind its answer gets our verdict and our answer in one write.
@@ -256,7 +285,7 @@ impl Exchange {
                 }
             }
             match self.hs.status() {
-                Status::Done => return Step::Done(Proof(())),
+                Status::Done => return Step::Done(Proof(self.hs.take_session())),
                 Status::Failed(e) => return Step::Failed(e.clone()),
                 Status::InProgress if drained => return Step::Wait(Interest::Readable),
                 Status::InProgress => {}

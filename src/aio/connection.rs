@@ -98,8 +98,12 @@ impl<R: Runtime, T: Trust> Connection<R, T> {
     pub fn from_blocking(conn: crate::Connection<T>) -> Result<Self> {
         let parts = conn.into_parts().map_err(|(e, _)| e)?;
         let io = Arc::new(super::register::<R>(parts.stream)?);
+        let mut tx = SendHalf::new(io.clone(), parts.send_codec);
+        if let Some(sealer) = parts.sealer {
+            tx.seal(sealer);
+        }
         Ok(Connection {
-            tx: SendHalf::new(io.clone(), parts.send_codec),
+            tx,
             rx: RecvHalf::new(io, parts.reader, parts.recv_codec),
         })
     }
@@ -114,8 +118,9 @@ impl<R: Runtime, T: Trust> Connection<R, T> {
     /// cannot let go of the descriptor; the connection is lost then.
     pub async fn into_blocking(mut self) -> Result<crate::Connection<T>> {
         self.tx.flush().await?;
-        let Connection { tx, rx } = self;
+        let Connection { mut tx, rx } = self;
         let send_codec = tx.codec();
+        let sealer = tx.take_sealer();
         let RecvHalf {
             io,
             reader,
@@ -132,6 +137,7 @@ impl<R: Runtime, T: Trust> Connection<R, T> {
             reader,
             send_codec,
             recv_codec,
+            sealer,
         }))
     }
 }
@@ -402,7 +408,12 @@ impl<R: Runtime> Connection<R, Unverified> {
         self.rx.set_max_message_size(HANDSHAKE_MESSAGE_LIMIT);
         let proof = drive::<R>(&self.rx.io, &mut self.rx.reader, &mut exchange).await;
         self.rx.set_max_message_size(max);
-        let _proof: Proof = proof?;
+        let proof: Proof = proof?;
+        if let Some(session) = proof.into_session() {
+            let (sealer, opener) = session.split();
+            self.tx.seal(sealer);
+            self.rx.reader.seal(opener);
+        }
         Ok(self.retag())
     }
 }

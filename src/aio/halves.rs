@@ -168,6 +168,17 @@ impl<R: Runtime, T: Trust> SendHalf<R, T> {
     /// Frees the encoding scratch space.
     pub fn shrink_buffers(&mut self) {
         self.scratch = Vec::new();
+        self.carry.shrink();
+    }
+
+    /// From here on, every message leaves sealed with `sealer`.
+    pub(super) fn seal(&mut self, sealer: crate::proto::noise::Sealer) {
+        self.carry.seal(sealer);
+    }
+
+    /// The encrypted mode's sealer, to carry over to a blocking sender.
+    pub(super) fn take_sealer(&mut self) -> Option<crate::proto::noise::Sealer> {
+        self.carry.take_sealer()
     }
 }
 

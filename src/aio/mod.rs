@@ -329,6 +329,11 @@ impl<R: Runtime> ByteStream for Polled<'_, '_, R> {
         self.write_vectored(bufs)
     }
 
+    fn end(&self) {
+        // ENOTCONN only means the peer is gone already.
+        let _ = R::get::<sys::Stream>(self.io).shutdown(std::net::Shutdown::Both);
+    }
+
     /// Ready unless an operation in this direction found the stream not
     /// ready during this poll. A deadline is never waited for: the caller
     /// sets its deadlines with the runtime's timers. A named pipe is looked

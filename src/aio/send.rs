@@ -9,6 +9,11 @@
 //! peer receives that message whole and the stream stays in step. A send
 //! dropped before its first byte went out sent nothing and leaves nothing.
 //!
+//! On an encrypted connection, a message's records are sealed into the
+//! carry before its first byte goes out (the nonces are spent then), so a
+//! send dropped at any point leaves its whole message there, and the next
+//! send or flush delivers it.
+//!
 //! A Windows named pipe needs no carry: a message is committed to it whole
 //! (copied into the pipe's own buffer) or not at all, and one committed
 //! but not yet taken by the pipe finishes by itself
@@ -23,6 +28,7 @@ use std::task::{Context, Poll};
 use super::Runtime;
 use crate::error::{Error, Result};
 use crate::proto::frame::{self, MAX_HEADER};
+use crate::proto::noise::Sealer;
 use crate::sys::{self, Interest};
 
 /// Bytes of frames already begun, to be written before anything else.
@@ -30,9 +36,23 @@ use crate::sys::{self, Interest};
 pub(crate) struct Carry {
     bytes: Vec<u8>,
     sent: usize,
+    /// The encrypted mode's sending keys.
+    sealer: Option<Box<Sealer>>,
 }
 
+/// A carry buffer larger than this is freed once written.
+const CARRY_KEEP: usize = 64 * 1024;
+
 impl Carry {
+    /// From here on, every message is sealed with `sealer`.
+    pub(crate) fn seal(&mut self, sealer: Sealer) {
+        self.sealer = Some(Box::new(sealer));
+    }
+
+    pub(crate) fn take_sealer(&mut self) -> Option<Sealer> {
+        self.sealer.take().map(|s| *s)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.sent == self.bytes.len()
     }
@@ -63,8 +83,19 @@ impl Carry {
     }
 
     fn clear(&mut self) {
-        self.bytes = Vec::new();
+        self.bytes.clear();
+        if self.bytes.capacity() > CARRY_KEEP {
+            self.bytes = Vec::new();
+        }
         self.sent = 0;
+    }
+
+    /// Frees the buffer when nothing is carried.
+    pub(crate) fn shrink(&mut self) {
+        if self.is_empty() {
+            self.bytes = Vec::new();
+            self.sent = 0;
+        }
     }
 }
 
@@ -149,6 +180,12 @@ pub(crate) async fn send_frame<R: Runtime>(
     }
     if !carry.is_empty() {
         poll_fn(|cx| carry.poll_flush::<R>(io, cx)).await?;
+    }
+    if let Some(sealer) = carry.sealer.as_mut() {
+        carry.bytes.clear();
+        carry.sent = 0;
+        sealer.seal(payload, &mut carry.bytes)?;
+        return poll_fn(|cx| carry.poll_flush::<R>(io, cx)).await;
     }
     let mut header = [0; MAX_HEADER];
     let header_len = frame::encode_header(payload.len() as u64, &mut header);

@@ -24,6 +24,9 @@ impl Sender {
                 max: MAX_FDS,
             }));
         }
+        if self.is_encrypted() {
+            return Err(Error::Descriptors(DescriptorError::Encrypted));
+        }
         if !self.endpoint().stream().passes_fds() {
             return Err(Error::Descriptors(DescriptorError::Unsupported));
         }
@@ -107,7 +110,7 @@ impl<T: Trust> SendHalf<T> {
     pub fn send_connection(&mut self, conn: Connection<Authenticated>) -> Result<()> {
         let Connection { mut tx, mut rx } = conn;
         tx.tx.flush()?;
-        let (unread, pending) = rx.rx.take_unread();
+        let (unread, pending) = rx.rx.take_unread()?;
         let mut message = Vec::with_capacity(HANDOVER_HEADER + unread.len());
         let (at, flags) = match &pending {
             None => (u64::MAX, 0),

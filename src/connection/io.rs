@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::handshake::{Exchange, HANDSHAKE_MESSAGE_LIMIT, Proof};
 use crate::proto::codec::{self, Codec};
+use crate::proto::noise::Sealer;
 use crate::sys::Interest;
-use crate::transport::{ByteStream, Endpoint, MessageReader, Outbox, send_message};
+use crate::transport::{ByteStream, Endpoint, MessageReader, Outbox, send_message, write_all};
 
 /// Typed-send scratch buffers larger than this are freed after use.
 const SCRATCH_KEEP: usize = 64 * 1024;
@@ -26,6 +27,17 @@ pub(crate) struct Sender {
     /// Messages queued by a [`Batch`](super::Batch).
     queued: Outbox,
     pub(crate) codec: Codec,
+    /// The encrypted mode's sending keys, and the records of a message
+    /// being sent (or of a batch's messages, when one is queued).
+    sealed: Option<Box<Sealed>>,
+}
+
+/// An encrypted connection's sending side.
+#[derive(Debug)]
+struct Sealed {
+    sealer: Sealer,
+    /// Records sealed and not yet written.
+    wire: Vec<u8>,
 }
 
 impl Sender {
@@ -35,7 +47,44 @@ impl Sender {
             scratch: Vec::new(),
             queued: Outbox::default(),
             codec: Codec::default(),
+            sealed: None,
         }
+    }
+
+    /// From here on, every message leaves sealed with `sealer`.
+    pub(crate) fn seal(&mut self, sealer: Sealer) {
+        self.sealed = Some(Box::new(Sealed {
+            sealer,
+            wire: Vec::new(),
+        }));
+    }
+
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.sealed.is_some()
+    }
+
+    /// The encrypted mode's sealer, to carry over to an async sender.
+    #[cfg_attr(
+        not(any(feature = "tokio", all(unix, feature = "async-io"))),
+        allow(dead_code, reason = "only the async connections take senders over")
+    )]
+    pub(crate) fn take_sealer(&mut self) -> Option<Sealer> {
+        self.sealed.take().map(|s| s.sealer)
+    }
+
+    /// Sends `message` sealed: its records, framed, in one write where the
+    /// stream takes it.
+    fn send_sealed(&mut self, message: &[u8]) -> Result<()> {
+        let Some(sealed) = self.sealed.as_mut() else {
+            return send_message(&*self.endpoint, message, None);
+        };
+        sealed.wire.clear();
+        sealed.sealer.seal(message, &mut sealed.wire)?;
+        let sent = write_all(&*self.endpoint, &sealed.wire, None);
+        if sealed.wire.capacity() > SCRATCH_KEEP {
+            sealed.wire = Vec::new();
+        }
+        sent
     }
 
     pub(crate) fn endpoint(&self) -> &Endpoint {
@@ -73,12 +122,14 @@ impl Sender {
             scratch,
             queued,
             codec,
+            sealed,
         } = self;
         Arc::try_unwrap(endpoint).map_err(|endpoint| Sender {
             endpoint,
             scratch,
             queued,
             codec,
+            sealed,
         })
     }
 
@@ -89,7 +140,7 @@ impl Sender {
     }
 
     pub(crate) fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
-        send_message(&*self.endpoint, buf, None)
+        self.send_sealed(buf)
     }
 
     #[cfg(feature = "pickle")]
@@ -101,7 +152,9 @@ impl Sender {
 
     /// Sends what was encoded into `scratch` as one message.
     fn send_scratch(&mut self) -> Result<()> {
-        let sent = send_message(&*self.endpoint, &self.scratch, None);
+        let scratch = std::mem::take(&mut self.scratch);
+        let sent = self.send_sealed(&scratch);
+        self.scratch = scratch;
         if self.scratch.capacity() > SCRATCH_KEEP {
             self.scratch = Vec::new();
         }
@@ -111,12 +164,19 @@ impl Sender {
     pub(crate) fn shrink(&mut self) {
         self.scratch = Vec::new();
         self.queued.release_above(0);
+        if let Some(sealed) = self.sealed.as_mut() {
+            sealed.wire = Vec::new();
+        }
     }
 
     /// Queues one message; sends the queue once it passes `BATCH_FLUSH`.
     /// A large payload leaves at once, behind the queue (in one vectored
     /// write on a byte stream).
     pub(crate) fn queue_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        if let Some(sealed) = self.sealed.as_mut() {
+            self.queued.push_sealed(&mut sealed.sealer, buf)?;
+            return self.flush_if_full();
+        }
         if buf.len() >= BATCH_FLUSH {
             return self.queued.send(&*self.endpoint, Some(buf), None);
         }
@@ -127,6 +187,14 @@ impl Sender {
     /// Queues one typed value.
     pub(crate) fn queue<V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
         let codec = self.codec;
+        if self.sealed.is_some() {
+            self.scratch.clear();
+            codec::encode_with(codec, value, &mut self.scratch)?;
+            let scratch = std::mem::take(&mut self.scratch);
+            let queued = self.queue_bytes(&scratch);
+            self.scratch = scratch;
+            return queued;
+        }
         self.queued
             .push_encoded(|buf| codec::encode_with(codec, value, buf))?;
         self.flush_if_full()
@@ -219,6 +287,11 @@ impl Receiver {
         self.reader.has_buffered()
     }
 
+    /// From here on, every message arrives sealed and `opener` opens it.
+    pub(crate) fn seal(&mut self, opener: crate::proto::noise::Opener) {
+        self.reader.seal(opener);
+    }
+
     pub(crate) fn max_message(&self) -> u64 {
         self.reader.max_message()
     }
@@ -288,7 +361,7 @@ impl Receiver {
 
     /// What the reader holds unread, for another owner of the stream.
     #[cfg(unix)]
-    pub(crate) fn take_unread(&mut self) -> (Vec<u8>, Option<(usize, crate::sys::Passed)>) {
+    pub(crate) fn take_unread(&mut self) -> Result<crate::transport::Unread> {
         self.reader.take_unread()
     }
 }

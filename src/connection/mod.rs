@@ -156,7 +156,14 @@ impl Connection<Unverified> {
     }
 
     /// The connection a finished handshake vouches for.
-    pub(crate) fn prove(self, _proof: Proof) -> Connection<Authenticated> {
+    /// In the encrypted mode, the proof's keys seal and open every message
+    /// from here on.
+    pub(crate) fn prove(mut self, proof: Proof) -> Connection<Authenticated> {
+        if let Some(session) = proof.into_session() {
+            let (sealer, opener) = session.split();
+            self.tx.tx.seal(sealer);
+            self.rx.rx.seal(opener);
+        }
         self.retag()
     }
 
@@ -457,6 +464,8 @@ pub(crate) struct Parts {
     pub(crate) reader: MessageReader,
     pub(crate) send_codec: Codec,
     pub(crate) recv_codec: Codec,
+    /// The encrypted mode's sending keys (the reader has its own).
+    pub(crate) sealer: Option<crate::proto::noise::Sealer>,
 }
 
 #[cfg_attr(
@@ -473,18 +482,23 @@ impl<T: Trust> Connection<T> {
     /// probe took stays inside the pipe, which goes along whole.
     #[allow(clippy::result_large_err)]
     pub(crate) fn into_parts(self) -> std::result::Result<Parts, (crate::Error, Self)> {
-        let Connection { tx, rx } = self;
+        let Connection { mut tx, rx } = self;
         let send_codec = tx.codec();
         let max = rx.max_message_size();
         let (reader, recv_codec) = rx.rx.into_reader();
+        let sealer = tx.tx.take_sealer();
         match tx.tx.into_endpoint() {
             Ok(endpoint) => Ok(Parts {
                 stream: endpoint.into_stream(),
                 reader,
                 send_codec,
                 recv_codec,
+                sealer,
             }),
-            Err(sender) => {
+            Err(mut sender) => {
+                if let Some(sealer) = sealer {
+                    sender.seal(sealer);
+                }
                 let endpoint = sender.endpoint_arc();
                 let mut rx = RecvHalf::new(Receiver::with_reader(endpoint, reader, max));
                 rx.set_codec(recv_codec);
@@ -509,6 +523,9 @@ impl<T: Trust> Connection<T> {
         };
         conn.tx.set_codec(parts.send_codec);
         conn.rx.set_codec(parts.recv_codec);
+        if let Some(sealer) = parts.sealer {
+            conn.tx.tx.seal(sealer);
+        }
         conn.retag()
     }
 }

@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac, SimpleHmac};
 
+use super::noise::{self, Session};
 use crate::error::AuthError;
 use crate::key::AuthKey;
 
@@ -84,6 +85,19 @@ const LEGACY_RESPONSE_LEN: usize = 16;
 /// key or the challenge, and an mpconn peer recognises it
 /// ([`AuthError::ChallengeRefused`]).
 pub const UNVERIFIABLE_ANSWER: &[u8] = &unverifiable_answer();
+
+/// What a side sends in place of an answer when the peer's challenge shows
+/// that it runs the other mode (plain or encrypted, read from the role
+/// tag): [`UNVERIFIABLE_ANSWER`] with a last byte of 1. CPython reads a
+/// wrong digest; an mpconn peer learns that the modes differ
+/// ([`AuthError::EncryptionRequired`] or [`AuthError::NotEncrypted`]).
+pub const MISMATCH_ANSWER: &[u8] = &mismatch_answer();
+
+const fn mismatch_answer() -> [u8; 8 + 32] {
+    let mut answer = unverifiable_answer();
+    answer[8 + 31] = 1;
+    answer
+}
 
 const fn unverifiable_answer() -> [u8; 8 + 32] {
     let mut answer = [0; 8 + 32];
@@ -178,6 +192,10 @@ pub struct AuthPolicy {
     pub challenge_digest: Digest,
     /// Accept HMAC-MD5, bare (Python <= 3.11) or named.
     pub allow_legacy_md5: bool,
+    /// Run the encrypted mode: tag our challenge for it, answer only
+    /// challenges tagged for it, and follow the exchange with a Noise
+    /// handshake (see `proto::noise`).
+    pub encrypted: bool,
 }
 
 impl Default for AuthPolicy {
@@ -185,6 +203,7 @@ impl Default for AuthPolicy {
         AuthPolicy {
             challenge_digest: Digest::Sha256,
             allow_legacy_md5: false,
+            encrypted: false,
         }
     }
 }
@@ -234,6 +253,10 @@ enum Expect {
     Response,
     /// The peer's verdict on our answer.
     Verdict,
+    /// The client's side, encrypted mode: the listener's Noise message.
+    NoiseFirst,
+    /// The listener's side, encrypted mode: the client's Noise reply.
+    NoiseReply,
 }
 
 /// One handshake, for one role.
@@ -262,6 +285,14 @@ pub struct Handshake {
     /// so but plays on for the peer's sake (see the module docs): the error
     /// the machine ends with, whatever the peer does next.
     refusal: Option<AuthError>,
+    /// The peer's challenge message (`{digest}` and nonce), for the Noise
+    /// prologue; kept in the encrypted mode only.
+    theirs: Vec<u8>,
+    /// The listener's Noise handshake, between its first message and the
+    /// client's reply.
+    noise: Option<Box<snow::HandshakeState>>,
+    /// The encrypted mode's keys, once the Noise handshake is done.
+    session: Option<Session>,
 }
 
 impl std::fmt::Debug for Handshake {
@@ -321,7 +352,7 @@ impl Handshake {
         ours.extend_from_slice(policy.challenge_digest.name().as_bytes());
         ours.push(b'}');
         ours.extend_from_slice(&random);
-        ours.extend_from_slice(&role_tag(&key, role, &random));
+        ours.extend_from_slice(&role_tag(&key, role, policy.encrypted, &random));
         let mut hs = Handshake {
             role,
             key,
@@ -336,6 +367,9 @@ impl Handshake {
             rest_deadline: None,
             received: 0,
             refusal,
+            theirs: Vec::new(),
+            noise: None,
+            session: None,
         };
         match role {
             Role::Server => {
@@ -352,6 +386,15 @@ impl Handshake {
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn challenge_message(&self) -> &[u8] {
         &self.ours
+    }
+
+    /// Whether this machine runs the encrypted mode.
+    #[cfg_attr(
+        not(windows),
+        allow(dead_code, reason = "only Windows has pipes to refuse")
+    )]
+    pub(crate) fn encrypted(&self) -> bool {
+        self.policy.encrypted
     }
 
     /// The verdict so far.
@@ -430,6 +473,8 @@ impl Handshake {
                 Expect::Challenge => self.on_challenge(message),
                 Expect::Response => self.on_response(message),
                 Expect::Verdict => self.on_verdict(message),
+                Expect::NoiseFirst => self.on_noise_first(message),
+                Expect::NoiseReply => self.on_noise_reply(message),
             }
         };
         if let Err(e) = result {
@@ -470,6 +515,32 @@ impl Handshake {
         if self.carries_our_role_tag(challenge) {
             return Err(AuthError::Reflected);
         }
+        // The encrypted mode answers only a peer that tagged its challenge
+        // for it: an answer is never made for a plain peer (whose
+        // connection a relay could then take over in the clear).
+        match (self.peer_mode(challenge), self.policy.encrypted) {
+            (Some(theirs), ours) if theirs != ours => {
+                self.queue(MISMATCH_ANSWER);
+                self.refusal = Some(mismatch(ours));
+                self.expect = Some(Expect::Verdict);
+                return Ok(());
+            }
+            // The client does not know what it faces: CPython, or an
+            // mpconn listener with another key.
+            (None, true) if self.role == Role::Client => {
+                self.refuse_challenge(Some(AuthError::NotEncrypted));
+                return Ok(());
+            }
+            // The listener does: the client proved the key, and only
+            // CPython sends an untagged challenge.
+            (None, true) => {
+                self.queue(MISMATCH_ANSWER);
+                self.refusal = Some(AuthError::NotEncrypted);
+                self.expect = Some(Expect::Verdict);
+                return Ok(());
+            }
+            _ => {}
+        }
         let answer = match self.answer(challenge) {
             Ok(answer) => answer,
             Err(e @ (AuthError::LegacyRefused | AuthError::DigestRefused(_))) => {
@@ -479,12 +550,61 @@ impl Handshake {
             Err(e) => return Err(e),
         };
         self.queue(&answer);
-        if self.role == Role::Client {
+        if self.policy.encrypted {
+            self.theirs = challenge.to_vec();
+        }
+        match self.role {
             // Pipelined: our challenge rides with our answer.
-            self.queue_challenge();
+            Role::Client => self.queue_challenge(),
+            // Pipelined: the Noise handshake begins behind our answer.
+            Role::Server if self.policy.encrypted => {
+                let prologue = noise::prologue(&self.ours, &self.theirs);
+                let (state, first) = noise::initiate(&self.key, &prologue)?;
+                self.noise = Some(Box::new(state));
+                self.queue(&first);
+            }
+            Role::Server => {}
         }
         self.expect = Some(Expect::Verdict);
         Ok(())
+    }
+
+    /// The mode the peer's challenge is tagged for (`true`: encrypted),
+    /// when it carries a tag of the peer's role made with our key.
+    fn peer_mode(&self, challenge: &[u8]) -> Option<bool> {
+        let start = challenge.len().checked_sub(NONCE_LEN)?;
+        let (random, tag) = challenge[start..].split_at(RANDOM_LEN);
+        let peer = match self.role {
+            Role::Server => Role::Client,
+            Role::Client => Role::Server,
+        };
+        [false, true].into_iter().find(|&encrypted| {
+            role_tag_mac(&self.key, peer, encrypted, random)
+                .verify_truncated_left(tag)
+                .is_ok()
+        })
+    }
+
+    fn on_noise_first(&mut self, message: &[u8]) -> Result<(), AuthError> {
+        let prologue = noise::prologue(&self.theirs, &self.ours);
+        let (session, reply) = noise::respond(&self.key, &prologue, message)?;
+        self.queue(&reply);
+        self.session = Some(session);
+        self.finish();
+        Ok(())
+    }
+
+    fn on_noise_reply(&mut self, message: &[u8]) -> Result<(), AuthError> {
+        let state = self.noise.take().ok_or(AuthError::KeyExchange)?;
+        self.session = Some(noise::finish(*state, message)?);
+        self.finish();
+        Ok(())
+    }
+
+    /// The encrypted mode's keys, once the handshake is done (and only in
+    /// that mode).
+    pub(crate) fn take_session(&mut self) -> Option<Session> {
+        self.session.take()
     }
 
     /// Whether `challenge` ends in a nonce that a machine of our own role
@@ -494,9 +614,11 @@ impl Handshake {
             return false;
         };
         let (random, tag) = challenge[start..].split_at(RANDOM_LEN);
-        role_tag_mac(&self.key, self.role, random)
-            .verify_truncated_left(tag)
-            .is_ok()
+        [false, true].into_iter().any(|encrypted| {
+            role_tag_mac(&self.key, self.role, encrypted, random)
+                .verify_truncated_left(tag)
+                .is_ok()
+        })
     }
 
     /// The MAC a peer holding our key would send for `challenge`.
@@ -558,6 +680,7 @@ impl Handshake {
         verdict?;
         match self.role {
             Role::Server => self.expect = Some(Expect::Challenge),
+            Role::Client if self.policy.encrypted => self.expect = Some(Expect::NoiseFirst),
             Role::Client => self.finish(),
         }
         Ok(())
@@ -566,6 +689,9 @@ impl Handshake {
     fn check_response(&self, response: &[u8]) -> Result<(), AuthError> {
         if response == UNVERIFIABLE_ANSWER {
             return Err(AuthError::ChallengeRefused);
+        }
+        if response == MISMATCH_ANSWER {
+            return Err(mismatch(self.policy.encrypted));
         }
         let key = self.key.as_bytes();
         if response.len() == LEGACY_RESPONSE_LEN {
@@ -593,6 +719,7 @@ impl Handshake {
             return Err(AuthError::Rejected);
         }
         match self.role {
+            Role::Server if self.policy.encrypted => self.expect = Some(Expect::NoiseReply),
             Role::Server => self.finish(),
             // Our challenge already went out with our answer.
             Role::Client => self.expect = Some(Expect::Response),
@@ -622,9 +749,19 @@ impl Handshake {
     }
 }
 
+/// The error of a side whose mode (`encrypted`) the peer does not share.
+fn mismatch(encrypted: bool) -> AuthError {
+    match encrypted {
+        true => AuthError::NotEncrypted,
+        false => AuthError::EncryptionRequired,
+    }
+}
+
 /// The HMAC behind a role tag, before truncation: HMAC-SHA256 under the key
-/// of the context, the role and the random bytes.
-fn role_tag_mac(key: &AuthKey, role: Role, random: &[u8]) -> Hmac<sha2::Sha256> {
+/// of the context, the role (and `+` for the encrypted mode) and the random
+/// bytes. The random part has a fixed length, so the two modes' inputs
+/// never meet.
+fn role_tag_mac(key: &AuthKey, role: Role, encrypted: bool, random: &[u8]) -> Hmac<sha2::Sha256> {
     // HMAC takes keys of any length; new_from_slice cannot fail.
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes())
         .unwrap_or_else(|_| unreachable!());
@@ -633,13 +770,18 @@ fn role_tag_mac(key: &AuthKey, role: Role, random: &[u8]) -> Hmac<sha2::Sha256> 
         Role::Server => b"S",
         Role::Client => b"C",
     });
+    if encrypted {
+        mac.update(b"+");
+    }
     mac.update(random);
     mac
 }
 
 /// The tag that ends a nonce made by a machine of `role`.
-fn role_tag(key: &AuthKey, role: Role, random: &[u8]) -> [u8; TAG_LEN] {
-    let full = role_tag_mac(key, role, random).finalize().into_bytes();
+fn role_tag(key: &AuthKey, role: Role, encrypted: bool, random: &[u8]) -> [u8; TAG_LEN] {
+    let full = role_tag_mac(key, role, encrypted, random)
+        .finalize()
+        .into_bytes();
     let mut tag = [0u8; TAG_LEN];
     tag.copy_from_slice(&full[..TAG_LEN]);
     tag

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod codec;
 pub mod frame;
 pub(crate) mod guard;
+pub(crate) mod noise;
 // Only Windows passes handles; the format is unit-tested everywhere.
 #[cfg_attr(not(windows), allow(dead_code))]
 pub mod handle;

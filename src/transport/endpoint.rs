@@ -72,6 +72,9 @@ impl ByteStream for Endpoint {
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
+    fn end(&self) {
+        self.close();
+    }
     fn quick_ack(&self) {
         self.stream.quick_ack()
     }

@@ -9,7 +9,14 @@ use super::ByteStream;
 use super::FrameReader;
 #[cfg(windows)]
 use super::pipe::PipeReader;
+use super::sealed::SealedReader;
 use crate::error::Result;
+use crate::proto::noise::Opener;
+
+/// What a reader held and had not delivered, as the stream carried it,
+/// and the descriptors that came with one of those bytes, at that index.
+#[cfg(unix)]
+pub(crate) type Unread = (Vec<u8>, Option<(usize, crate::sys::Passed)>);
 
 /// Reads messages from a stream, the way its kind delimits them.
 #[derive(Debug)]
@@ -19,6 +26,8 @@ pub(crate) enum MessageReader {
     /// A named pipe: each pipe message is one message.
     #[cfg(windows)]
     Pipe(PipeReader),
+    /// An encrypted connection's byte stream: frames carry sealed records.
+    Sealed(Box<SealedReader>),
 }
 
 impl MessageReader {
@@ -38,6 +47,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.set_max_message(max),
             #[cfg(windows)]
             MessageReader::Pipe(r) => r.set_max_message(max),
+            MessageReader::Sealed(r) => r.set_max_message(max),
         }
     }
 
@@ -46,6 +56,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.max_message(),
             #[cfg(windows)]
             MessageReader::Pipe(r) => r.max_message(),
+            MessageReader::Sealed(r) => r.max_message(),
         }
     }
 
@@ -56,6 +67,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.has_buffered(),
             #[cfg(windows)]
             MessageReader::Pipe(_) => false,
+            MessageReader::Sealed(r) => r.has_buffered(),
         }
     }
 
@@ -70,6 +82,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.needs_bytes(),
             #[cfg(windows)]
             MessageReader::Pipe(_) => false,
+            MessageReader::Sealed(r) => r.needs_bytes(),
         }
     }
 
@@ -85,6 +98,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.read_with(stream, deadline, f),
             #[cfg(windows)]
             MessageReader::Pipe(r) => r.read_with(stream, deadline, f),
+            MessageReader::Sealed(r) => r.read_with(stream, deadline, f),
         }
     }
 
@@ -98,6 +112,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.read_owned(stream, deadline),
             #[cfg(windows)]
             MessageReader::Pipe(r) => r.read_owned(stream, deadline),
+            MessageReader::Sealed(r) => r.read_owned(stream, deadline),
         }
     }
 
@@ -114,6 +129,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.read_into(stream, deadline, out),
             #[cfg(windows)]
             MessageReader::Pipe(r) => r.read_into(stream, deadline, out),
+            MessageReader::Sealed(r) => r.read_into(stream, deadline, out),
         }
     }
 
@@ -125,16 +141,38 @@ impl MessageReader {
         stream: &S,
         deadline: Option<Instant>,
     ) -> Result<(u8, crate::sys::Passed)> {
-        let MessageReader::Frames(r) = self;
-        r.read_passed(stream, deadline)
+        match self {
+            MessageReader::Frames(r) => r.read_passed(stream, deadline),
+            MessageReader::Sealed(_) => Err(crate::Error::Descriptors(
+                crate::error::DescriptorError::Encrypted,
+            )),
+        }
     }
 
     /// Everything read and not yet received, as the stream carried it, for
     /// another owner of the stream (Unix).
     #[cfg(unix)]
-    pub(crate) fn take_unread(&mut self) -> (Vec<u8>, Option<(usize, crate::sys::Passed)>) {
-        let MessageReader::Frames(r) = self;
-        r.take_unread()
+    pub(crate) fn take_unread(&mut self) -> Result<Unread> {
+        match self {
+            MessageReader::Frames(r) => Ok(r.take_unread()),
+            MessageReader::Sealed(_) => Err(crate::Error::Descriptors(
+                crate::error::DescriptorError::Encrypted,
+            )),
+        }
+    }
+
+    /// Turns this reader into an encrypted connection's: from here on its
+    /// frames are records that `opener` opens. Bytes already read stay.
+    /// A named pipe has no encrypted mode, and the handshake refuses to run
+    /// it there; should one get here all the same, its reader is left
+    /// broken, so that nothing unsealed is ever taken for a message.
+    pub(crate) fn seal(&mut self, opener: Opener) {
+        let taken = std::mem::replace(self, MessageReader::Frames(FrameReader::new(0)));
+        *self = MessageReader::Sealed(Box::new(match taken {
+            MessageReader::Frames(frames) => SealedReader::new(frames, opener),
+            #[allow(unreachable_patterns, reason = "a pipe reader exists on Windows only")]
+            _ => SealedReader::broken(opener),
+        }));
     }
 
     /// Waits, as far as the deadline allows, until a message or the end of
@@ -150,6 +188,7 @@ impl MessageReader {
     ) -> Result<bool> {
         match self {
             MessageReader::Frames(r) => r.read_ahead(stream, deadline),
+            MessageReader::Sealed(r) => r.read_ahead(stream, deadline),
             #[cfg(windows)]
             // As a frame reader's fill: a deadline that passes is a timeout.
             MessageReader::Pipe(_) => {
@@ -167,6 +206,7 @@ impl MessageReader {
             MessageReader::Frames(r) => r.release_if_idle(),
             #[cfg(windows)]
             MessageReader::Pipe(r) => r.release_if_idle(),
+            MessageReader::Sealed(r) => r.release_if_idle(),
         }
     }
 }

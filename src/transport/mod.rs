@@ -28,13 +28,16 @@ mod outbox;
 #[cfg(windows)]
 mod pipe;
 mod reader;
+mod sealed;
 mod writer;
 
 pub(crate) use endpoint::Endpoint;
 pub(crate) use message::MessageReader;
+#[cfg(unix)]
+pub(crate) use message::Unread;
 pub(crate) use outbox::Outbox;
 pub(crate) use reader::FrameReader;
-pub(crate) use writer::send_message;
+pub(crate) use writer::{send_message, write_all};
 
 /// What the reader and writer need from a connected byte stream.
 pub(crate) trait ByteStream {
@@ -65,6 +68,10 @@ pub(crate) trait ByteStream {
     fn is_closed(&self) -> bool {
         false
     }
+    /// Ends the connection for both sides (a shutdown), after a record of
+    /// an encrypted connection failed to open. Nothing where the stream
+    /// cannot be shut down.
+    fn end(&self) {}
     /// Asks for the peer's next segments to be acknowledged at once (TCP on
     /// Linux); nothing elsewhere.
     fn quick_ack(&self) {}

@@ -52,6 +52,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues `payload` as one message of an encrypted connection: its
+    /// records, sealed with `sealer`.
+    pub(crate) fn push_sealed(
+        &mut self,
+        sealer: &mut crate::proto::noise::Sealer,
+        payload: &[u8],
+    ) -> Result<()> {
+        sealer.seal(payload, &mut self.framed)
+    }
+
     /// Bytes queued (headers included).
     pub(crate) fn len(&self) -> usize {
         self.framed.len()

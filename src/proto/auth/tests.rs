@@ -257,6 +257,7 @@ fn the_unverifiable_answer_is_refused_and_recognised() {
     let md5 = AuthPolicy {
         challenge_digest: Digest::Md5,
         allow_legacy_md5: true,
+        ..AuthPolicy::default()
     };
     let mut server = machine(Role::Server, KEY, md5);
     let mut client = machine(Role::Client, KEY, AuthPolicy::default());
