@@ -5,7 +5,7 @@
 //! partition with nftables, a slow link with tc's token bucket filter, and
 //! latency with a delaying relay on the server host.
 //!
-//! Every test runs once per [`Mode`](mode::Mode) (today plain only).
+//! Every test runs once per [`Mode`](mode::Mode): plain and encrypted.
 //!
 //! They need root, iproute2 and nftables. Where the namespaces cannot be
 //! made, each test prints why and passes; with `CI=true` it fails instead.

@@ -1,7 +1,6 @@
 //! How the two ends protect a connection. Every test runs once per mode,
-//! and the roles build their listeners and clients only through this file:
-//! the encrypted mode of issue 15 becomes a second variant here, with the
-//! options that turn it on, and the tests cover it unchanged.
+//! and the roles build their listeners and clients only through this file,
+//! so the tests cover the plain and the encrypted mode alike.
 
 use mpconn::{ClientOptions, Connection, Listener, ListenerOptions};
 
@@ -15,16 +14,20 @@ pub const ENV: &str = "MPCONN_NETNS_MODE";
 pub enum Mode {
     /// The CPython handshake, then frames in the clear.
     Plain,
+    /// `encrypted(true)`: the CPython handshake, a Noise handshake, then
+    /// sealed records.
+    Encrypted,
 }
 
 impl Mode {
     /// Every mode, in the order the tests run them.
-    pub const ALL: &[Mode] = &[Mode::Plain];
+    pub const ALL: &[Mode] = &[Mode::Plain, Mode::Encrypted];
 
     /// The mode's name, as a child receives it.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Plain => "plain",
+            Mode::Encrypted => "encrypted",
         }
     }
 
@@ -41,6 +44,7 @@ impl Mode {
     pub fn listener_options(self) -> ListenerOptions {
         match self {
             Mode::Plain => Listener::builder(),
+            Mode::Encrypted => Listener::builder().encrypted(true),
         }
     }
 
@@ -48,6 +52,7 @@ impl Mode {
     pub fn client_options(self) -> ClientOptions {
         match self {
             Mode::Plain => ClientOptions::new(),
+            Mode::Encrypted => ClientOptions::new().encrypted(true),
         }
     }
 
