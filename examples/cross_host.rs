@@ -1,25 +1,25 @@
 //! A server and a client for two hosts.
 //!
 //! ```text
-//! host A$ MPCONN_AUTHKEY=... cargo run --example cross_host -- server 0.0.0.0:6000
-//! host B$ MPCONN_AUTHKEY=... cargo run --example cross_host -- client hostA:6000
+//! host A$ MPCONN_AUTHKEY=... cargo run --example cross_host -- server 0.0.0.0:6000 --encrypted
+//! host B$ MPCONN_AUTHKEY=... cargo run --example cross_host -- client hostA:6000 --encrypted
 //! ```
 //!
 //! The client sends its host name and a batch of numbers; the server replies
 //! with their sum and how long the round trip took on its side.
 //!
-//! SECURITY: the handshake proves that both ends held the key when the
-//! connection was made. It does not encrypt anything, and it does not protect
-//! the messages that follow: on a network you do not control, anyone on the
-//! path can read and alter every message, and can relay a handshake between
-//! two key holders. Across networks you do not trust, run mpconn inside a
-//! tunnel that encrypts and authenticates every byte (WireGuard, an SSH
-//! tunnel, TLS via stunnel), or bind to a private interface only. See
-//! SECURITY.md.
+//! SECURITY: with `--encrypted` (both ends), the connection runs mpconn's
+//! encrypted mode: every message is sealed with keys that only these two
+//! processes have, and a relay or an attacker on the path can neither read
+//! nor alter them. Without it, the handshake proves that both ends held the
+//! key when the connection was made, and nothing more: on a network you do
+//! not control, anyone on the path can read and alter every message, and
+//! can relay a handshake between two key holders. Without `--encrypted` the
+//! peer may be CPython's `multiprocessing.connection`. See SECURITY.md.
 
 use std::time::Instant;
 
-use mpconn::{Client, Error, Listener};
+use mpconn::{ClientOptions, Error, Listener};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,33 +34,54 @@ struct Reply {
     server_micros: u64,
 }
 
-const WARNING: &str = "note: mpconn authenticates the connection but does not encrypt it; \
-                       on untrusted networks run it inside an encrypted tunnel (see SECURITY.md)";
+const WARNING: &str = "note: without --encrypted, mpconn authenticates the connection but \
+                       does not encrypt it; on untrusted networks use --encrypted on both ends \
+                       (see SECURITY.md)";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    // Errors as their messages, which say what to do, not as Debug.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (role, address) = match (args.next(), args.next()) {
         (Some(r), Some(a)) => (r, a),
-        _ => return Err("usage: cross_host (server|client) ADDRESS".into()),
+        _ => return Err("usage: cross_host (server|client) ADDRESS [--encrypted]".into()),
+    };
+    let encrypted = match args.next().as_deref() {
+        None => false,
+        Some("--encrypted") => true,
+        Some(other) => return Err(format!("unknown option {other:?}").into()),
     };
     let key = std::env::var("MPCONN_AUTHKEY")
         .map_err(|_| "set MPCONN_AUTHKEY to the shared key (16 bytes or more)")?;
-    eprintln!("{WARNING}");
+    if !encrypted {
+        eprintln!("{WARNING}");
+    }
     match role.as_str() {
-        "server" => server(&address, key.as_bytes()),
-        "client" => client(&address, key.as_bytes()),
+        "server" => server(&address, key.as_bytes(), encrypted),
+        "client" => client(&address, key.as_bytes(), encrypted),
         other => Err(format!("unknown role {other:?}").into()),
     }
 }
 
-fn server(address: &str, key: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+fn server(address: &str, key: &[u8], encrypted: bool) -> Result<(), Box<dyn std::error::Error>> {
     let listener = Listener::builder()
+        .encrypted(encrypted)
         .on_handshake_failure(|f| {
             let peer = f.peer.as_ref().map_or("?".into(), ToString::to_string);
             eprintln!("rejected {peer}: {}", f.error);
         })
         .bind(address, key)?;
-    println!("serving on {}", listener.address());
+    let mode = if encrypted { "encrypted" } else { "plain" };
+    println!("serving on {} ({mode})", listener.address());
     for conn in listener.incoming() {
         let mut conn = conn?;
         let peer = listener
@@ -89,10 +110,16 @@ fn server(address: &str, key: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn client(address: &str, key: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+fn client(address: &str, key: &[u8], encrypted: bool) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let mut conn = Client::connect(address, key)?;
-    println!("connected and authenticated in {:?}", start.elapsed());
+    let mut conn = ClientOptions::new()
+        .encrypted(encrypted)
+        .connect(address, key)?;
+    let mode = if encrypted { "encrypted" } else { "plain" };
+    println!(
+        "connected and authenticated in {:?} ({mode})",
+        start.elapsed()
+    );
     let from = std::env::var("HOSTNAME").unwrap_or_else(|_| "client".into());
     for round in 1..=3i64 {
         let batch = Batch {

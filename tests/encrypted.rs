@@ -4,21 +4,25 @@
 
 mod common;
 
+#[cfg(unix)]
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use mpconn::{Address, AuthError, Client, Error, ListenerOptions};
 
-use common::{KEY, interpreters, watchdog};
+#[cfg(unix)]
+use common::interpreters;
+use common::{KEY, watchdog};
 
 /// TCP everywhere, and a Unix socket where there are Unix sockets (a
 /// named pipe has no encrypted mode).
 fn addresses() -> Vec<Address> {
-    let mut out = vec!["127.0.0.1:0".parse().unwrap()];
-    #[cfg(unix)]
-    out.push(common::local_address("encrypted"));
-    out
+    vec![
+        "127.0.0.1:0".parse().unwrap(),
+        #[cfg(unix)]
+        common::local_address("encrypted"),
+    ]
 }
 
 /// An encrypted listener and the address it is bound to.
@@ -245,6 +249,7 @@ fn a_wrong_key_is_still_a_wrong_key() {
     assert!(matches!(err, Error::Auth(AuthError::NotEncrypted)), "{err}");
 }
 
+#[cfg(unix)]
 const PY_CLIENT: &str = r#"
 import sys
 from multiprocessing.connection import Client
@@ -256,6 +261,7 @@ except Exception as e:
     print(type(e).__name__)
 "#;
 
+#[cfg(unix)]
 const PY_LISTENER: &str = r#"
 import sys
 from multiprocessing.connection import Listener
@@ -269,10 +275,14 @@ with Listener(("127.0.0.1", 0), authkey=key) as l:
         print(type(e).__name__)
 "#;
 
+#[cfg(unix)]
 fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// CPython runs on the Linux side only (Windows CPython is tested against
+/// the examples, in .ci/windows/python-interop).
+#[cfg(unix)]
 #[test]
 fn cpython_peers_get_an_authentication_error_never_a_hang() {
     let _w = watchdog(120);
@@ -440,4 +450,27 @@ mod tokio_side {
         });
         server.join().unwrap();
     }
+}
+
+/// A Windows named pipe has no encrypted mode: both ends say so instead of
+/// running the plain mode.
+#[cfg(windows)]
+#[test]
+fn named_pipes_refuse_the_encrypted_mode() {
+    let _w = watchdog(30);
+    let listener = ListenerOptions::new()
+        .encrypted(true)
+        .accept_timeout(Some(Duration::from_millis(300)))
+        .bind(common::local_address("encrypted-pipe"), KEY)
+        .unwrap();
+    let bound = listener.address().clone();
+    let client = thread::spawn(move || {
+        Client::builder()
+            .encrypted(true)
+            .connect(&bound, KEY)
+            .map(drop)
+    });
+    assert!(matches!(listener.accept(), Err(Error::Timeout)));
+    let err = client.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Auth(AuthError::EncryptionUnsupported)), "{err}");
 }

@@ -59,6 +59,7 @@ impl Sender {
         }));
     }
 
+    #[cfg(unix)]
     pub(crate) fn is_encrypted(&self) -> bool {
         self.sealed.is_some()
     }

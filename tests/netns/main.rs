@@ -285,3 +285,78 @@ fn a_4_mib_message_crosses_a_slow_link() {
         server.finish();
     });
 }
+
+/// The `cross_host` example (built here, up to date), run as it is meant
+/// to be: its server on one host and its
+/// client on the other, with `--encrypted` on both; then a client without
+/// it, which the encrypted server refuses, naming the option.
+#[test]
+fn the_cross_host_example_runs_encrypted_between_hosts() {
+    if roles::as_child() {
+        return;
+    }
+    let _watchdog = watchdog(60);
+    let Some(net) = Net::new(Link::clean()) else {
+        return;
+    };
+    // The example as the code stands: `cargo test --test netns` alone
+    // would not rebuild it. Nothing to do when `cargo test` just did.
+    let built = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--all-features",
+            "--example",
+            "cross_host",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success());
+    // target/debug/deps/netns-… → target/debug/examples/cross_host
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("cross_host"))
+        .filter(|p| p.exists())
+        .expect("target/debug/examples/cross_host");
+    let run = |host: Host, args: &[&str]| {
+        let mut cmd = std::process::Command::new(net.ip());
+        cmd.args(["netns", "exec", &net.namespace(host)])
+            .arg(&example)
+            .args(args)
+            .env(
+                "MPCONN_AUTHKEY",
+                String::from_utf8_lossy(common::KEY).as_ref(),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let address = net.server_address();
+    let mut server = run(Host::Server, &["server", &address, "--encrypted"])
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(server.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("(encrypted)"), "{first}");
+    let client = run(Host::Client, &["client", &address, "--encrypted"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(said.contains("(encrypted)"), "{said}");
+    assert_eq!(said.matches("round ").count(), 3, "{said}");
+    assert!(said.contains("sum 4498500"), "{said}");
+    let plain = run(Host::Client, &["client", &address]).output().unwrap();
+    assert!(!plain.status.success());
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(err.contains("encrypted(true)"), "{err}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
