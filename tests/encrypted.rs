@@ -472,5 +472,8 @@ fn named_pipes_refuse_the_encrypted_mode() {
     });
     assert!(matches!(listener.accept(), Err(Error::Timeout)));
     let err = client.join().unwrap().unwrap_err();
-    assert!(matches!(err, Error::Auth(AuthError::EncryptionUnsupported)), "{err}");
+    assert!(
+        matches!(err, Error::Auth(AuthError::EncryptionUnsupported)),
+        "{err}"
+    );
 }
