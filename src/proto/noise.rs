@@ -2,7 +2,7 @@
 //! follows the CPython one, and the sealing and opening of records.
 //!
 //! **Handshake.** `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` (the `snow`
-//! crate): both sides make fresh X25519 keys (forward secrecy), and a
+//! crate, with ring's ChaCha20-Poly1305): both sides make fresh X25519 keys (forward secrecy), and a
 //! 32-byte pre-shared key derived from the connection's key
 //! ([`psk`]) is mixed in before the first message, so only a key holder
 //! completes it. The prologue holds both CPython challenges as each side
@@ -25,6 +25,7 @@
 use std::sync::{Arc, RwLock};
 
 use hmac::{Hmac, KeyInit, Mac};
+use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
 use snow::{Builder, HandshakeState, StatelessTransportState};
 
 use crate::error::{AuthError, Error, ProtocolError, Result};
@@ -80,7 +81,13 @@ fn start(key: &AuthKey, prologue: &[u8], initiator: bool) -> Result<HandshakeSta
     // The name is a constant this module spells right: parsing cannot fail.
     let params = PATTERN.parse().unwrap_or_else(|_| unreachable!());
     let psk = psk(key);
-    let builder = Builder::new(params)
+    // ring first (ChaCha20-Poly1305), the default resolver for what ring
+    // does not have (X25519, BLAKE2s).
+    let resolver = Box::new(FallbackResolver::new(
+        Box::new(RingResolver),
+        Box::new(DefaultResolver),
+    ));
+    let builder = Builder::with_resolver(params, resolver)
         .psk(0, &psk)
         .and_then(|b| b.prologue(prologue))
         .map_err(builder_failed)?;
