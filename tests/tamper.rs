@@ -263,6 +263,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, tamper: Tamper) -> Pumped {
     if let Some(chunk) = held {
         send(&chunk, &mut seen.wire);
     }
+    // An mpconn end that stops sending has ended the connection both ways
+    // (it shuts its socket down whole): so does the proxy with its side of
+    // it, which fails a write of the other way's pump blocked on it (that
+    // pump then drains), as a real path would with a reset.
+    let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Write);
     seen
 }
@@ -492,7 +497,8 @@ fn tampered_through(
                 break;
             }
         }
-        wait.recv().unwrap();
+        // Gone only when the test failed already.
+        let _ = wait.recv();
         let started = Instant::now();
         let next = sender.recv_bytes_timeout(PATIENCE);
         (next, started.elapsed())
@@ -689,6 +695,7 @@ fn a_flipped_bit_in_a_length_header_that_stays_in_bounds_is_tampered() {
 #[ignore = "BUG: a framing error on an encrypted connection does not end it (see the doc comment)"]
 fn a_length_header_past_the_record_limit_is_refused_and_ends_the_connection() {
     let _w = watchdog(30);
+    let mut failed = Vec::new();
     for dir in [Dir::ToListener, Dir::ToClient] {
         for (bit, expect) in [
             (16, Expect::TooLarge),
@@ -696,9 +703,14 @@ fn a_length_header_past_the_record_limit_is_refused_and_ends_the_connection() {
             (31, Expect::Negative),
         ] {
             let spot = Spot::HeaderHigh(bit);
-            tampered(dir, Tamper::Flip { at: 3, spot }, 3, expect);
+            // Every case runs, and the failing ones are listed at the end.
+            let run = || tampered(dir, Tamper::Flip { at: 3, spot }, 3, expect);
+            if std::panic::catch_unwind(run).is_err() {
+                failed.push(format!("{dir:?} bit {bit}"));
+            }
         }
     }
+    assert!(failed.is_empty(), "failed: {failed:?}");
 }
 
 #[test]
