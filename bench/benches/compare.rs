@@ -1,16 +1,19 @@
 //! mpconn side by side with the raw socketpair floor, CPython's
-//! multiprocessing.connection and ipc-channel, in one run; and a second
-//! table for the async connections (`mpconn::tokio`) against raw tokio
-//! framing and the blocking server (see `compare/aio.rs`).
+//! multiprocessing.connection and ipc-channel, in one run; a second table
+//! for the async connections (`mpconn::tokio`) against raw tokio framing
+//! and the blocking server (see `compare/aio.rs`); and a third for the
+//! encrypted mode against the plain connection, over TCP and a Unix socket
+//! (see `compare/encrypted.rs`).
 //!
 //! ```text
 //! cargo bench --manifest-path bench/Cargo.toml             # full: 7 interleaved rounds
 //! cargo bench --manifest-path bench/Cargo.toml -- --quick  # a few seconds, for CI
+//! cargo bench --manifest-path bench/Cargo.toml -- --only encrypted  # one table: main, async or encrypted
 //! ```
 //!
-//! `--profile-stream N`, `--profile-big N`, `--profile-concurrent ADDRESS`
-//! and `--profile-tokio WORKLOAD N` run one mpconn workload alone, for perf
-//! or strace.
+//! `--profile-stream N`, `--profile-big N`, `--profile-concurrent ADDRESS`,
+//! `--profile-tokio WORKLOAD N` and `--profile-encrypted WORKLOAD N [SYSTEM]`
+//! run one mpconn workload alone, for perf or strace.
 //!
 //! Every workload runs between two processes. The systems take turns within
 //! each round, so that the machine's noise falls on all of them alike, and the
@@ -29,11 +32,13 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{
     self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
 };
-use mpconn::{Client, Connection, Listener, ListenerOptions, Unverified};
+use mpconn::{Address, Client, Connection, Listener, ListenerOptions, Unverified};
 use serde::{Deserialize, Serialize};
 
 #[path = "compare/aio.rs"]
 mod aio;
+#[path = "compare/encrypted.rs"]
+mod encrypted;
 
 const KEY: &[u8] = b"benchmark-key-0123456789abcdef";
 const MIB: usize = 1 << 20;
@@ -87,18 +92,10 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--profile-big") {
         let n: usize = args[i + 1].parse().unwrap();
-        let big = vec![b'x'; MIB];
         let (mut conn, mut child) = pipe_child("sink", n);
-        let t = Instant::now();
-        for _ in 0..n {
-            conn.send_bytes(&big).unwrap();
-        }
-        conn.recv_bytes().unwrap();
+        let rate = throughput_gbps(&mut conn, n);
         child.wait().unwrap();
-        return println!(
-            "{:.3} GB/s",
-            (n * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9
-        );
+        return println!("{rate:.3} GB/s");
     }
     if let Some(i) = args.iter().position(|a| a == "--profile-concurrent") {
         // The 16-client handshake workload alone, against an mpconn listener
@@ -109,6 +106,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--profile-tokio") {
         // An async workload alone: see aio::profile for the names.
         return aio::profile(&args[i + 1], args[i + 2].parse().unwrap());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--profile-encrypted") {
+        // An encrypted-table workload alone: see encrypted::profile.
+        let system = args.get(i + 3).map_or("encrypted-tcp", |s| s.as_str());
+        return encrypted::profile(&args[i + 1], args[i + 2].parse().unwrap(), system);
     }
     if let Some(i) = args.iter().position(|a| a == "--profile-stream") {
         // One workload alone, for perf and strace.
@@ -126,7 +128,11 @@ fn main() {
         args.iter().any(|a| a == "--quick") || std::env::var_os("MPCONN_BENCH_QUICK").is_some();
     let sizes = if quick { QUICK } else { FULL };
     let rounds = if quick { 1 } else { 7 };
-    run(sizes, rounds, quick);
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args[i + 1].as_str());
+    run(sizes, rounds, quick, only);
 }
 
 // ---------------------------------------------------------------- the table
@@ -205,14 +211,26 @@ fn median(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
-fn run(sizes: Sizes, rounds: usize, quick: bool) {
-    let raw = build_raw_floor();
-    let python = newest_python();
+/// `only`: the one table to run, `main`, `async` or `encrypted`.
+fn run(sizes: Sizes, rounds: usize, quick: bool, only: Option<&str>) {
+    let wants = |table: &str| only.is_none_or(|t| t == table);
+    let tables: [(&str, &[&'static str]); 3] = [
+        ("main", &SYSTEMS),
+        ("async", &aio::SYSTEMS),
+        ("encrypted", &encrypted::SYSTEMS),
+    ];
+    let systems: Vec<&'static str> = tables
+        .iter()
+        .filter(|(table, _)| wants(table))
+        .flat_map(|(_, systems)| systems.iter().copied())
+        .collect();
+    assert!(!systems.is_empty(), "--only takes main, async or encrypted");
+    let raw = wants("main").then(build_raw_floor).flatten();
+    let python = wants("main").then(newest_python).flatten();
     let mut samples = Samples::new();
     for round in 1..=rounds {
         eprintln!("round {round}/{rounds}");
         // Take turns in a different order each round.
-        let systems: Vec<&'static str> = SYSTEMS.iter().chain(&aio::SYSTEMS).copied().collect();
         let mut order: Vec<usize> = (0..systems.len()).collect();
         order.rotate_left(round % systems.len());
         for i in order {
@@ -232,15 +250,27 @@ fn run(sizes: Sizes, rounds: usize, quick: bool) {
                 }
                 "ipc-channel" => record(&mut samples, "ipc-channel", ipc_figures(sizes)),
                 system => {
-                    for (name, value) in aio::figures(system, sizes) {
+                    let figures = if encrypted::SYSTEMS.contains(&system) {
+                        encrypted::figures(system, sizes)
+                    } else {
+                        aio::figures(system, sizes)
+                    };
+                    for (name, value) in figures {
                         samples.entry((name, system)).or_default().push(value);
                     }
                 }
             }
         }
     }
-    print_table(&samples, rounds, quick, python.as_deref());
-    aio::print_table(&samples);
+    if wants("main") {
+        print_table(&samples, rounds, quick, python.as_deref());
+    }
+    if wants("async") {
+        aio::print_table(&samples);
+    }
+    if wants("encrypted") {
+        encrypted::print_table(&samples, rounds, quick);
+    }
     if let Some(raw) = raw {
         let _ = std::fs::remove_file(raw);
     }
@@ -288,16 +318,7 @@ fn print_table(samples: &Samples, rounds: usize, quick: bool, python: Option<&Pa
         };
         println!(
             "| {:<30} | {:>12} | {:>12} | {:>12} | {:>12} | {:>9} | {:>9} | {:>9} |",
-            format!(
-                "{} ({}, {})",
-                f.name,
-                f.unit,
-                if f.better == Better::Lower {
-                    "lower"
-                } else {
-                    "higher"
-                }
-            ),
+            label(f.name, f.unit, f.better),
             show(ours),
             show(value("raw")),
             show(value("cpython")),
@@ -314,18 +335,47 @@ fn print_table(samples: &Samples, rounds: usize, quick: bool, python: Option<&Pa
     for f in FIGURES {
         let spreads: Vec<String> = SYSTEMS
             .iter()
-            .filter_map(|system| {
-                let v = samples.get(&(f.name, *system))?;
-                let (lo, hi) = v
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-                (v.len() > 1 && lo > 0.0)
-                    .then(|| format!("{system} {:.0}%", (hi / lo - 1.0) * 100.0))
-            })
+            .filter_map(|system| spread(samples, f.name, system))
             .collect();
         if !spreads.is_empty() {
             println!("  {:<30} {}", f.name, spreads.join(", "));
         }
+    }
+}
+
+/// A row's first cell: the figure, its unit and which way is better.
+fn label(name: &str, unit: &str, better: Better) -> String {
+    let way = if better == Better::Lower {
+        "lower"
+    } else {
+        "higher"
+    };
+    format!("{name} ({unit}, {way})")
+}
+
+/// `system N%`: the spread (max/min - 1) of its samples of `name` over the
+/// rounds, if it has more than one.
+fn spread(samples: &Samples, name: &str, system: &str) -> Option<String> {
+    let v = samples.get(&(name, system))?;
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    (v.len() > 1 && lo > 0.0).then(|| format!("{system} {:.0}%", (hi / lo - 1.0) * 100.0))
+}
+
+/// A bound on a ratio: its text, and whether `ratio` keeps within it.
+fn check(target: f64, better: Better, ratio: Option<f64>) -> (String, Option<bool>) {
+    match better {
+        Better::Lower => (format!("<= {target:.2}x"), ratio.map(|r| r <= target)),
+        Better::Higher => (format!(">= {target:.2}x"), ratio.map(|r| r >= target)),
+    }
+}
+
+fn met_text(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "-",
     }
 }
 
@@ -453,15 +503,7 @@ fn mpconn_figures(s: Sizes) -> Vec<(&'static str, f64)> {
     let mut buf = vec![0u8; MIB];
 
     let (mut conn, mut child) = pipe_child("echo", s.pingpong);
-    let t = Instant::now();
-    for _ in 0..s.pingpong {
-        conn.send_bytes(&msg).unwrap();
-        conn.recv_bytes_into(&mut buf).unwrap();
-    }
-    out.push((
-        "pingpong_64B_rtt_us",
-        t.elapsed().as_secs_f64() / s.pingpong as f64 * 1e6,
-    ));
+    out.push(("pingpong_64B_rtt_us", pingpong_us(&mut conn, s.pingpong)));
     child.wait().unwrap();
 
     let (mut conn, mut child) = pipe_child("sink", s.stream);
@@ -493,17 +535,8 @@ fn mpconn_figures(s: Sizes) -> Vec<(&'static str, f64)> {
     ));
     child.wait().unwrap();
 
-    let big = vec![b'x'; MIB];
     let (mut conn, mut child) = pipe_child("sink", s.big);
-    let t = Instant::now();
-    for _ in 0..s.big {
-        conn.send_bytes(&big).unwrap();
-    }
-    conn.recv_bytes_into(&mut buf).unwrap();
-    out.push((
-        "throughput_1MiB_GBps",
-        (s.big * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9,
-    ));
+    out.push(("throughput_1MiB_GBps", throughput_gbps(&mut conn, s.big)));
     child.wait().unwrap();
 
     let small = Small {
@@ -528,9 +561,9 @@ fn mpconn_figures(s: Sizes) -> Vec<(&'static str, f64)> {
 
     out.push((
         "tcp_auth_handshakes_per_s",
-        mpconn_sequential_handshakes(s.handshakes),
+        mpconn_sequential_handshakes(s.handshakes, false),
     ));
-    let (address, mut server) = tcp_listener_child("mpconn-listener", &[]);
+    let (address, mut server) = listener_child("mpconn-listener", &[]);
     out.push((
         "tcp_auth_16_clients_per_s",
         concurrent_clients(&address, s.concurrent_per_client),
@@ -544,9 +577,38 @@ fn mpconn_figures(s: Sizes) -> Vec<(&'static str, f64)> {
     out
 }
 
-/// Client and listener in one process, like py_peer_bench's handshakes().
-fn mpconn_sequential_handshakes(n: usize) -> f64 {
-    let listener = Arc::new(Listener::bind("127.0.0.1:0", KEY).unwrap());
+/// Mean round trip, in microseconds, of `n` 64-byte ping-pongs with a peer
+/// that echoes them.
+fn pingpong_us(conn: &mut Connection, n: usize) -> f64 {
+    let mut buf = vec![0u8; MIB];
+    let t = Instant::now();
+    for _ in 0..n {
+        conn.send_bytes(&[b'x'; 64]).unwrap();
+        conn.recv_bytes_into(&mut buf).unwrap();
+    }
+    t.elapsed().as_secs_f64() / n as f64 * 1e6
+}
+
+/// GB/s of `n` 1 MiB messages to a sink, counted up to its reply.
+fn throughput_gbps(conn: &mut Connection, n: usize) -> f64 {
+    let big = vec![b'x'; MIB];
+    let t = Instant::now();
+    for _ in 0..n {
+        conn.send_bytes(&big).unwrap();
+    }
+    conn.recv_bytes().unwrap();
+    (n * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+/// Client and listener in one process, like py_peer_bench's handshakes(),
+/// in the encrypted mode or not.
+fn mpconn_sequential_handshakes(n: usize, encrypted: bool) -> f64 {
+    let listener = Arc::new(
+        ListenerOptions::new()
+            .encrypted(encrypted)
+            .bind("127.0.0.1:0", KEY)
+            .unwrap(),
+    );
     let address = listener.address().clone();
     let server = {
         let listener = listener.clone();
@@ -557,8 +619,9 @@ fn mpconn_sequential_handshakes(n: usize) -> f64 {
         })
     };
     let t = Instant::now();
+    let options = Client::builder().encrypted(encrypted);
     for _ in 0..n {
-        Client::connect(&address, KEY).unwrap().close().unwrap();
+        options.connect(&address, KEY).unwrap().close().unwrap();
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
     server.join().unwrap();
@@ -566,7 +629,7 @@ fn mpconn_sequential_handshakes(n: usize) -> f64 {
 }
 
 /// Starts a listener child and reads the address it prints.
-fn tcp_listener_child(role: &str, extra: &[&str]) -> (String, Child) {
+fn listener_child(role: &str, extra: &[&str]) -> (String, Child) {
     let mut child = this_exe()
         .args(["--role", role])
         .args(extra)
@@ -574,6 +637,12 @@ fn tcp_listener_child(role: &str, extra: &[&str]) -> (String, Child) {
         .spawn()
         .unwrap();
     (read_address(&mut child), child)
+}
+
+/// A listener child's first line: the address it listens on.
+fn announce(address: &Address) {
+    println!("{address}");
+    std::io::stdout().flush().unwrap();
 }
 
 /// The first line a child prints: the address it listens on.
@@ -623,7 +692,7 @@ fn idle_memory(role: &str, n: usize, extra: &[&str]) -> f64 {
     let args: Vec<&str> = std::iter::once(n_arg.as_str())
         .chain(extra.iter().copied())
         .collect();
-    let (address, mut server) = tcp_listener_child(role, &args);
+    let (address, mut server) = listener_child(role, &args);
     let mut clients = Vec::with_capacity(n);
     let per_thread = n / 8;
     let threads: Vec<_> = (0..8)
@@ -806,20 +875,8 @@ fn child(args: &[String]) {
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     let mut buf = vec![0u8; MIB];
     match role {
-        "echo" => {
-            let mut conn = inherited();
-            for _ in 0..n {
-                let len = conn.recv_bytes_into(&mut buf).unwrap();
-                conn.send_bytes(&buf[..len]).unwrap();
-            }
-        }
-        "sink" => {
-            let mut conn = inherited();
-            for _ in 0..n {
-                conn.recv_bytes_into(&mut buf).unwrap();
-            }
-            conn.send_bytes(b"done").unwrap();
-        }
+        "echo" => echo(&mut inherited(), n),
+        "sink" => sink(&mut inherited(), n),
         "typed-echo" => {
             let mut conn = inherited();
             for _ in 0..n {
@@ -829,8 +886,7 @@ fn child(args: &[String]) {
         }
         "mpconn-listener" => {
             let listener = ListenerOptions::new().bind("127.0.0.1:0", KEY).unwrap();
-            println!("{}", listener.address());
-            std::io::stdout().flush().unwrap();
+            announce(listener.address());
             loop {
                 drop(listener.accept().unwrap());
             }
@@ -840,8 +896,7 @@ fn child(args: &[String]) {
             let shrink = args.get(2).is_some_and(|a| a == "shrink");
             let listener = Listener::bind("127.0.0.1:0", KEY).unwrap();
             let before = (heap_bytes(), rss_bytes());
-            println!("{}", listener.address());
-            std::io::stdout().flush().unwrap();
+            announce(listener.address());
             // Each connection has been used (two messages in, one out; the
             // second read goes through the read buffer), then sits idle.
             let mut conns = Vec::with_capacity(n);
@@ -867,8 +922,29 @@ fn child(args: &[String]) {
             drop(conns);
         }
         "ipc-echo" | "ipc-sink" | "ipc-typed-echo" => ipc_role(role, n, &args[2]),
-        other => assert!(aio::child(other, n), "unknown role {other}"),
+        other => assert!(
+            aio::child(other, n) || encrypted::child(other, n, &args[2..]),
+            "unknown role {other}"
+        ),
     }
+}
+
+/// Echoes `n` messages back.
+fn echo(conn: &mut Connection, n: usize) {
+    let mut buf = vec![0u8; MIB];
+    for _ in 0..n {
+        let len = conn.recv_bytes_into(&mut buf).unwrap();
+        conn.send_bytes(&buf[..len]).unwrap();
+    }
+}
+
+/// Takes `n` messages, then says `done`.
+fn sink(conn: &mut Connection, n: usize) {
+    let mut buf = vec![0u8; MIB];
+    for _ in 0..n {
+        conn.recv_bytes_into(&mut buf).unwrap();
+    }
+    conn.send_bytes(b"done").unwrap();
 }
 
 fn ipc_role(role: &str, n: usize, name: &str) {

@@ -22,17 +22,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::{
-    Better, KEY, MIB, Samples, Sizes, format_value, heap_bytes, idle_memory, inherited, median,
-    pipe_child, rss_bytes, this_exe,
+    Better, KEY, MIB, Samples, Sizes, announce, check, format_value, heap_bytes, idle_memory,
+    inherited, label, median, met_text, pipe_child, rss_bytes, spread, this_exe,
 };
 
-type TokioConnection = mpconn::tokio::Connection;
+pub(super) type TokioConnection = mpconn::tokio::Connection;
 
 /// The runtime of every async row, in each process and thread.
 const RUNTIME: &str =
     "tokio current_thread, one per process (per thread for the 1,000 connections)";
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -202,7 +202,7 @@ pub(super) fn profile(workload: &str, n: usize) {
 /// CPU can cost tens of microseconds (on a quiet machine the main table's
 /// ping-pong shows it too, for every system), which would drown what these
 /// rows compare. The unpinned ping-pong shows that cost.
-fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
     let size = std::mem::size_of::<libc::cpu_set_t>();
     // SAFETY: cpu_set_t is a plain bit set, valid when zeroed; the calls
     // read and write exactly `size` bytes of the sets passed.
@@ -228,17 +228,31 @@ const MSG: [u8; 64] = [b'x'; 64];
 fn pingpong_mpconn(n: usize) -> f64 {
     let (conn, mut child) = pipe_child("tokio-echo", n);
     let per = runtime().block_on(async {
-        let mut conn = TokioConnection::from_blocking(conn).unwrap();
-        let mut buf = vec![0u8; MIB];
-        let t = Instant::now();
-        for _ in 0..n {
-            conn.send_bytes(&MSG).await.unwrap();
-            conn.recv_bytes_into(&mut buf).await.unwrap();
-        }
-        t.elapsed().as_secs_f64() / n as f64 * 1e6
+        pingpong_tokio(&mut TokioConnection::from_blocking(conn).unwrap(), n).await
     });
     child.wait().unwrap();
     per
+}
+
+/// Mean round trip, in microseconds, of `n` 64-byte ping-pongs with a peer
+/// that echoes them.
+pub(super) async fn pingpong_tokio(conn: &mut TokioConnection, n: usize) -> f64 {
+    let mut buf = vec![0u8; MIB];
+    let t = Instant::now();
+    for _ in 0..n {
+        conn.send_bytes(&MSG).await.unwrap();
+        conn.recv_bytes_into(&mut buf).await.unwrap();
+    }
+    t.elapsed().as_secs_f64() / n as f64 * 1e6
+}
+
+/// Echoes `n` messages back.
+pub(super) async fn echo_tokio(conn: &mut TokioConnection, n: usize) {
+    let mut buf = vec![0u8; MIB];
+    for _ in 0..n {
+        let len = conn.recv_bytes_into(&mut buf).await.unwrap();
+        conn.send_bytes(&buf[..len]).await.unwrap();
+    }
 }
 
 fn stream_mpconn(n: usize) -> f64 {
@@ -572,11 +586,7 @@ pub(super) fn child(role: &str, n: usize) -> bool {
     let rt = runtime();
     match role {
         "tokio-echo" => rt.block_on(async {
-            let mut conn = TokioConnection::from_blocking(inherited()).unwrap();
-            for _ in 0..n {
-                let len = conn.recv_bytes_into(&mut buf).await.unwrap();
-                conn.send_bytes(&buf[..len]).await.unwrap();
-            }
+            echo_tokio(&mut TokioConnection::from_blocking(inherited()).unwrap(), n).await
         }),
         "tokio-sink" => rt.block_on(async {
             let mut conn = TokioConnection::from_blocking(inherited()).unwrap();
@@ -614,12 +624,10 @@ fn inherited_stream() -> StdUnixStream {
 /// The blocking `idle-listener shrink` role on tokio: `n` connections
 /// accepted by an async listener, used as there, shrunk and kept idle.
 async fn idle_listener(n: usize) {
-    use std::io::Write;
     let mut buf = [0u8; 256];
     let listener = mpconn::tokio::Listener::bind("127.0.0.1:0", KEY).unwrap();
     let before = (heap_bytes(), rss_bytes());
-    println!("{}", listener.address());
-    std::io::stdout().flush().unwrap();
+    announce(listener.address());
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
         let mut conn = listener.accept().await.unwrap();
@@ -702,33 +710,18 @@ pub(super) fn print_table(samples: &Samples) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
-        let (bound, met) = match (row.target, row.better) {
-            (None, _) => ("(info)".to_string(), None),
-            (Some(t), Better::Lower) => (format!("<= {t:.2}x"), ratio.map(|r| r <= t)),
-            (Some(t), Better::Higher) => (format!(">= {t:.2}x"), ratio.map(|r| r >= t)),
-        };
+        let (bound, met) = row.target.map_or(("(info)".to_string(), None), |t| {
+            check(t, row.better, ratio)
+        });
         println!(
             "| {:<38} | {:>12} | {:<23} | {:>12} | {:>7} | {:>8} | {:<4} |",
-            format!(
-                "{} ({}, {})",
-                row.name,
-                row.unit,
-                if row.better == Better::Lower {
-                    "lower"
-                } else {
-                    "higher"
-                }
-            ),
+            label(row.name, row.unit, row.better),
             show(ours),
             row.base_label,
             show(base),
             ratio.map_or("-".into(), |r| format!("{r:.2}x")),
             bound,
-            match met {
-                Some(true) => "yes",
-                Some(false) => "NO",
-                None => "-",
-            },
+            met_text(met),
         );
     }
     println!();
@@ -746,14 +739,7 @@ pub(super) fn print_table(samples: &Samples) {
         let spreads: Vec<String> = ["mpconn-tokio", row.base]
             .iter()
             .filter(|system| shown.insert((row.name, **system)))
-            .filter_map(|system| {
-                let v = samples.get(&(row.name, *system))?;
-                let (lo, hi) = v
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-                (v.len() > 1 && lo > 0.0)
-                    .then(|| format!("{system} {:.0}%", (hi / lo - 1.0) * 100.0))
-            })
+            .filter_map(|system| spread(samples, row.name, system))
             .collect();
         if !spreads.is_empty() {
             println!("  {:<38} {}", row.name, spreads.join(", "));
