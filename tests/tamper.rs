@@ -673,18 +673,9 @@ fn a_flipped_bit_in_a_length_header_that_stays_in_bounds_is_tampered() {
 /// decryption: past the 65,535-byte record limit (bits 16 to 30) or a
 /// negative length (bit 31). The receiver must still end the connection.
 ///
-/// BUG (found by this test, not fixed here): the receiver reports the
-/// error (`MessageTooLarge { max: 65535 }`, `NegativeLength`) and later
-/// receives give `Desynchronized`, but the connection is not ended:
-/// `SealedReader::assemble` (src/transport/sealed.rs) marks itself broken
-/// on a framing error without `stream.end()`, unlike `break_off` for a
-/// record that does not open. So the receiver can still send (its next
-/// `send_bytes` succeeds, and the peer receives that message), and a peer
-/// that sends nothing waits on its next receive until its timeout (2 s
-/// here) instead of seeing the end. Remove the `ignore` once it is fixed:
-/// `cargo test --all-features --test tamper -- --ignored` runs it.
+/// (This test found the receiver marking itself broken without ending the
+/// stream, so that it could still send and its peer waited for nothing.)
 #[test]
-#[ignore = "BUG: a framing error on an encrypted connection does not end it (see the doc comment)"]
 fn a_length_header_past_the_record_limit_is_refused_and_ends_the_connection() {
     let _w = watchdog(30);
     let mut failed = Vec::new();

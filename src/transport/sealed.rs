@@ -107,8 +107,11 @@ impl SealedReader {
                     return Err(Error::Truncated { expected, received });
                 }
                 Err(e @ Error::Protocol(_)) | Err(e @ Error::MessageTooLarge { .. }) => {
-                    // The frames themselves were broken: not a record.
-                    self.broken = Some(ProtocolError::Desynchronized);
+                    // The frames themselves were broken (a header altered
+                    // past the record limit): no record can be found any
+                    // more, and the connection ends as for a record that
+                    // fails to open.
+                    self.break_off(stream, ProtocolError::Desynchronized);
                     return Err(e);
                 }
                 Err(e) => return Err(e),
