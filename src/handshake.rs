@@ -57,7 +57,7 @@ macro_rules! handshake_builder_methods {
 
         /// Run the encrypted mode (default: off): after the CPython
         /// handshake, a Noise handshake keyed by the same key and bound to
-        /// both challenges, then every message sealed (ChaCha20-Poly1305)
+        /// both challenges, then every message sealed (AES-256-GCM)
         /// with fresh keys for each connection. Both ends must set it: an
         /// end that does not, and CPython, fail the handshake
         /// ([`AuthError::EncryptionRequired`](crate::AuthError::EncryptionRequired)

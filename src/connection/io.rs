@@ -80,8 +80,15 @@ impl Sender {
             return send_message(&*self.endpoint, message, None);
         };
         sealed.wire.clear();
-        sealed.sealer.seal(message, &mut sealed.wire)?;
-        let sent = write_all(&*self.endpoint, &sealed.wire, None);
+        let endpoint = &*self.endpoint;
+        // Record by record: the peer opens the first while we seal the next.
+        let sent = sealed
+            .sealer
+            .seal_in_parts(message, &mut sealed.wire, |wire| {
+                let written = write_all(endpoint, wire, None);
+                wire.clear();
+                written
+            });
         if sealed.wire.capacity() > SCRATCH_KEEP {
             sealed.wire = Vec::new();
         }

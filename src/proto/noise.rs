@@ -1,8 +1,8 @@
 //! The encrypted mode's cryptography, sans I/O: the Noise handshake that
 //! follows the CPython one, and the sealing and opening of records.
 //!
-//! **Handshake.** `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` (the `snow`
-//! crate, with ring's ChaCha20-Poly1305): both sides make fresh X25519 keys (forward secrecy), and a
+//! **Handshake.** `Noise_NNpsk0_25519_AESGCM_BLAKE2s` (the `snow` crate,
+//! with ring's AES-256-GCM; SECURITY.md says why not ChaChaPoly): both sides make fresh X25519 keys (forward secrecy), and a
 //! 32-byte pre-shared key derived from the connection's key
 //! ([`psk`]) is mixed in before the first message, so only a key holder
 //! completes it. The prologue holds both CPython challenges as each side
@@ -32,7 +32,7 @@ use crate::error::{AuthError, Error, ProtocolError, Result};
 use crate::key::AuthKey;
 
 /// The Noise protocol name: what both sides run.
-pub(crate) const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+pub(crate) const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 /// What the pre-shared key's HMAC covers.
 const PSK_CONTEXT: &[u8] = b"mpconn encrypted mode psk v1";
 /// The start of every prologue.
@@ -81,7 +81,7 @@ fn start(key: &AuthKey, prologue: &[u8], initiator: bool) -> Result<HandshakeSta
     // The name is a constant this module spells right: parsing cannot fail.
     let params = PATTERN.parse().unwrap_or_else(|_| unreachable!());
     let psk = psk(key);
-    // ring first (ChaCha20-Poly1305), the default resolver for what ring
+    // ring first (AES-GCM), the default resolver for what ring
     // does not have (X25519, BLAKE2s).
     let resolver = Box::new(FallbackResolver::new(
         Box::new(RingResolver),
@@ -231,17 +231,35 @@ impl Sealer {
     /// practice); the session cannot send any more.
     pub(crate) fn seal(&mut self, message: &[u8], wire: &mut Vec<u8>) -> Result<()> {
         wire.reserve(Self::sealed_len(message.len()));
+        self.seal_in_parts(message, wire, |_| Ok(()))
+    }
+
+    /// Seals `message` as [`seal`](Self::seal) does, handing `wire` to
+    /// `part` after each record, so that a large message can leave record
+    /// by record while the rest is sealed.
+    pub(crate) fn seal_in_parts(
+        &mut self,
+        message: &[u8],
+        wire: &mut Vec<u8>,
+        mut part: impl FnMut(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let head = message.len().min(MAX_RECORD_PLAIN - LEN_PREFIX);
         self.first.clear();
         self.first
             .extend_from_slice(&(message.len() as u64).to_le_bytes());
         self.first.extend_from_slice(&message[..head]);
         let first = std::mem::take(&mut self.first);
-        let sealed = self.seal_record(&first, wire).and_then(|()| {
-            message[head..]
-                .chunks(MAX_RECORD_PLAIN)
-                .try_for_each(|chunk| self.seal_record(chunk, wire))
-        });
+        let sealed = self
+            .seal_record(&first, wire)
+            .and_then(|()| part(wire))
+            .and_then(|()| {
+                message[head..]
+                    .chunks(MAX_RECORD_PLAIN)
+                    .try_for_each(|chunk| {
+                        self.seal_record(chunk, wire)?;
+                        part(wire)
+                    })
+            });
         self.first = first;
         if self.first.capacity() > 4096 {
             self.first = Vec::new();

@@ -29,6 +29,9 @@ pub(crate) struct SealedReader {
     max_message: u64,
     /// Why no more messages can be read, once that is so.
     broken: Option<ProtocolError>,
+    /// The record being read, whole: a reused buffer of a record's
+    /// largest size, while the connection is busy.
+    record: Vec<u8>,
 }
 
 impl SealedReader {
@@ -44,6 +47,7 @@ impl SealedReader {
             expected: None,
             max_message,
             broken: None,
+            record: Vec::new(),
         }
     }
 
@@ -94,12 +98,18 @@ impl SealedReader {
                 }
             }
             let first = self.expected.is_none();
-            let (opener, message, limit) = (&mut self.opener, &mut self.message, self.max_message);
-            let opened = match self
-                .frames
-                .read_with(stream, deadline, |r| opener.open(r, first, limit, message))
-            {
-                Ok(opened) => opened,
+            if self.record.len() < MAX_RECORD {
+                self.record.resize(MAX_RECORD, 0);
+            }
+            // Into the reused record buffer: a record as large as the frame
+            // reader's buffer seldom lies in it whole, and the reader would
+            // allocate for each.
+            let opened = match self.frames.read_into(stream, deadline, &mut self.record) {
+                Ok(n) => {
+                    let record = &self.record[..n];
+                    self.opener
+                        .open(record, first, self.max_message, &mut self.message)
+                }
                 Err(Error::Eof) if !first => {
                     let received = self.message.len() as u64;
                     let expected = self.expected.unwrap_or(received);
@@ -206,6 +216,7 @@ impl SealedReader {
         if self.expected.is_none() {
             self.message = Vec::new();
         }
+        self.record = Vec::new();
         self.frames.release_if_idle();
     }
 }

@@ -245,7 +245,7 @@ const ROWS: &[Row] = &[
 pub(super) fn print_table(samples: &Samples, rounds: usize, quick: bool) {
     println!();
     println!(
-        "Encrypted mode (ChaCha20-Poly1305 records) against the plain connection: medians of {rounds} \
+        "Encrypted mode (AES-256-GCM records) against the plain connection: medians of {rounds} \
          interleaved round(s){}",
         if quick { ", QUICK mode" } else { "" }
     );
