@@ -64,7 +64,11 @@ macro_rules! handshake_builder_methods {
         /// on one side, [`AuthError::NotEncrypted`](crate::AuthError::NotEncrypted)
         /// on the other; CPython raises `AuthenticationError`). TCP and Unix
         /// sockets only (not Windows named pipes). See SECURITY.md for what
-        /// it protects against.
+        /// it protects against. It belongs to the handshake: a listener or
+        /// client without one (`bind_unauthenticated`,
+        /// `connect_unauthenticated`) ignores it, and its connections stay
+        /// plain until `authenticate_as_*_with` runs with
+        /// `HandshakeOptions::new().encrypted(true)`.
         pub fn encrypted(mut self, encrypted: bool) -> Self {
             self$(.$field)?.policy.encrypted = encrypted;
             self

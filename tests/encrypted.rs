@@ -477,3 +477,33 @@ fn named_pipes_refuse_the_encrypted_mode() {
         "{err}"
     );
 }
+
+/// A connection adopted from a socket and authenticated by hand runs the
+/// encrypted mode when its `HandshakeOptions` say so; its messages are
+/// sealed (it refuses to carry descriptors, which only a plain one can).
+#[cfg(unix)]
+#[test]
+fn adopted_sockets_upgrade_to_the_encrypted_mode() {
+    use std::os::fd::{AsFd, OwnedFd};
+    let _w = watchdog(30);
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let a = mpconn::Connection::from(OwnedFd::from(a));
+    let b = mpconn::Connection::from(OwnedFd::from(b));
+    let options = mpconn::HandshakeOptions::new().encrypted(true);
+    let server = thread::spawn(move || a.authenticate_as_server_with(KEY, &options).unwrap());
+    let mut client = b.authenticate_as_client_with(KEY, &options).unwrap();
+    let mut server = server.join().unwrap();
+    client.send(&7u32).unwrap();
+    assert_eq!(server.recv::<u32>().unwrap(), 7);
+    server.send_bytes(&pattern(200_000, 2)).unwrap();
+    assert_eq!(client.recv_bytes().unwrap(), pattern(200_000, 2));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let refused = client.send_fds(&[file.as_fd()]);
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Descriptors(mpconn::DescriptorError::Encrypted))
+        ),
+        "{refused:?}"
+    );
+}
