@@ -228,7 +228,7 @@ fn a_listener_tells_which_mode_its_client_wanted() {
 }
 
 #[test]
-fn a_wrong_key_is_still_a_wrong_key() {
+fn a_wrong_key_reads_as_a_listener_that_does_not_encrypt() {
     let _w = watchdog(30);
     let listener = ListenerOptions::new()
         .encrypted(true)
